@@ -1,0 +1,40 @@
+"""Install with colcon (ROS 2, ament_python) or with pip (`pip install -e .[cpu,test]`) on machines without ROS."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "dbp_control"
+HERE = Path(__file__).parent
+
+
+def share(folder: str) -> tuple[str, list[str]]:
+    """Every file directly in `folder`, installed to share/dbp_control/<folder>."""
+    return (f"share/{PACKAGE}/{folder}", sorted(str(p.relative_to(HERE)) for p in (HERE / folder).glob("*") if p.is_file()))
+
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Real-time dual-arm control with one-step Drift-Based Policies, as ROS 2 nodes",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        share("launch"),
+        share("config"),
+        share("calibration"),
+        share("models"),
+    ],
+    # torch is installed first, pinned, by the Makefile (a plain `torch` would pull a multi-GB CUDA build)
+    install_requires=["numpy", "torch>=2.3", "tqdm", "pyyaml", "matplotlib"],
+    extras_require={
+        "cpu": ["onnxruntime"],  # never together with onnxruntime-gpu: they share the module name
+        "robot": ["onnxruntime-gpu", "pyrealsense2"],
+        "test": ["pytest", "colcon-core", "colcon-ros", "colcon-python-setup-py"],
+    },
+    entry_points={"console_scripts": ["dbp = dbp_control.cli.main:main"]},
+    zip_safe=True,
+)
