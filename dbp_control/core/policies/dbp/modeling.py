@@ -1,0 +1,44 @@
+"""Drift-Based Policy: a one-step generator f(z, obs) -> action chunk, trained with the drift loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from dbp_control.core.policies.base import Policy, PolicyConfig, register_policy
+from dbp_control.core.policies.dbp.drift import DEFAULT_TEMPERATURES, drift_loss
+
+
+@dataclass
+class DBPConfig(PolicyConfig):
+    method: ClassVar[str] = "dbp"
+    num_generated: int = 4  # G: samples drawn per observation to build the drift field
+    temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.temperatures = tuple(float(t) for t in self.temperatures)
+        if self.num_generated < 2:
+            raise ValueError(f"DBPConfig.num_generated must be >= 2 (samples repel each other), got {self.num_generated}")
+
+
+@register_policy
+class DBPPolicy(Policy):
+    config_class = DBPConfig
+    config: DBPConfig
+    nfe = 1
+
+    def loss_from_normalized(self, cond: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        batch, horizon, dim = action.shape
+        n_gen = self.config.num_generated
+        z = torch.randn(batch * n_gen, horizon, dim, device=action.device)
+        gen = self.net(z, cond.repeat_interleave(n_gen, dim=0))
+        loss, diagnostics = drift_loss(
+            gen.reshape(batch, n_gen, horizon * dim), action.reshape(batch, 1, horizon * dim), self.config.temperatures
+        )
+        return loss.mean(), diagnostics
+
+    def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return self.net(noise, cond)

@@ -1,0 +1,71 @@
+"""Diffusion Policy baseline on the same U-Net, with a time-step embedding added to the condition."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from dbp_control.core.policies.base import Policy, PolicyConfig, register_policy
+from dbp_control.core.policies.diffusion.scheduler import NoiseScheduler
+
+SAMPLERS = ("ddpm", "ddim")
+
+
+@dataclass
+class DiffusionConfig(PolicyConfig):
+    method: ClassVar[str] = "diffusion"
+    num_train_timesteps: int = 100
+    sampler: str = "ddpm"  # ddpm: every training step; ddim: deterministic with num_inference_steps
+    num_inference_steps: int = 100
+    step_embed_dim: int = 128
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown diffusion sampler {self.sampler!r}; known: {list(SAMPLERS)}")
+        if self.sampler == "ddpm" and self.num_inference_steps != self.num_train_timesteps:
+            raise ValueError("the ddpm sampler runs every training time step: num_inference_steps must equal num_train_timesteps")
+        if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
+            raise ValueError(f"num_inference_steps must be in [1, {self.num_train_timesteps}], got {self.num_inference_steps}")
+
+
+@register_policy
+class DiffusionPolicy(Policy):
+    config_class = DiffusionConfig
+    config: DiffusionConfig
+
+    def __init__(self, config: DiffusionConfig) -> None:
+        super().__init__(config)
+        self.scheduler = NoiseScheduler(config.num_train_timesteps)
+
+    def step_embed_dim(self) -> int:
+        return self.config.step_embed_dim
+
+    @property
+    def nfe(self) -> int:  # type: ignore[override]
+        return self.config.num_inference_steps
+
+    def use_sampler(self, sampler: str, num_inference_steps: int) -> None:
+        """Switch sampling (a DDPM-trained net samples with DDPM or DDIM); training is unaffected."""
+        self.config.sampler, self.config.num_inference_steps = sampler, num_inference_steps
+        self.config.__post_init__()
+
+    def loss_from_normalized(self, cond: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        noise = torch.randn_like(action)
+        t = torch.randint(0, self.scheduler.num_train_timesteps, (action.shape[0],), device=action.device)
+        pred = self.net(self.scheduler.add_noise(action, noise, t), cond, t)
+        return F.mse_loss(pred, noise), {}
+
+    def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        x = noise
+        steps = self.scheduler.timesteps(self.config.num_inference_steps)
+        for i, t in enumerate(steps):
+            eps = self.net(x, cond, torch.tensor([t], device=x.device))
+            if self.config.sampler == "ddpm":
+                x = self.scheduler.ddpm_step(eps, t, x, generator)
+            else:
+                x = self.scheduler.ddim_step(eps, t, steps[i + 1] if i + 1 < len(steps) else -1, x)
+        return x

@@ -1,0 +1,136 @@
+import pytest
+import torch
+
+from dbp_control.core.policies import (
+    BCConfig,
+    DBPConfig,
+    DiffusionConfig,
+    DiffusionPolicy,
+    config_from_dict,
+    make_policy,
+)
+from dbp_control.core.policies.diffusion.scheduler import NoiseScheduler
+from dbp_control.core.policies.normalizer import MinMaxNormalizer
+
+SHAPE = dict(state_dim=4, action_dim=2, horizon=8, n_obs_steps=2, n_action_steps=4, down_dims=(16, 32))
+
+
+def _policy(config):
+    torch.manual_seed(0)
+    policy = make_policy(config)
+    policy.fit_normalizers(torch.randn(64, 2, 4) * 3, torch.randn(64, 8, 2) * 5 + 1)
+    return policy
+
+
+@pytest.mark.parametrize("config", [DBPConfig(**SHAPE), DiffusionConfig(**SHAPE), BCConfig(**SHAPE)])
+def test_every_method_trains_and_predicts_in_robot_units(config):
+    policy = _policy(config)
+    batch = {"state": torch.randn(8, 2, 4), "action": torch.randn(8, 8, 2)}
+    loss, _ = policy.compute_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in policy.net.parameters())
+    chunk = policy.predict_chunk(batch["state"])
+    assert chunk.shape == (8, 8, 2)
+
+
+def test_dbp_is_one_network_call_and_the_noise_controls_the_sample():
+    policy = _policy(DBPConfig(**SHAPE)).eval()
+    calls = []
+    policy.net.register_forward_hook(lambda *_: calls.append(1))
+    state = torch.randn(1, 2, 4)
+    z = torch.randn(1, 8, 2)
+    a, b = policy.predict_chunk(state, noise=z), policy.predict_chunk(state, noise=z)
+    assert len(calls) == 2 and policy.nfe == 1
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, policy.predict_chunk(state, noise=-z))
+
+
+def test_dbp_diagnostics_report_drift_forces():
+    _, diagnostics = _policy(DBPConfig(**SHAPE)).compute_loss({"state": torch.randn(8, 2, 4), "action": torch.randn(8, 8, 2)})
+    assert {"scale", "force_rms_tau=0.02", "force_rms_tau=0.05", "force_rms_tau=0.2"} <= set(diagnostics)
+
+
+def test_bc_ignores_noise():
+    policy = _policy(BCConfig(**SHAPE)).eval()
+    state = torch.randn(1, 2, 4)
+    torch.testing.assert_close(policy.predict_chunk(state, noise=torch.randn(1, 8, 2)), policy.predict_chunk(state))
+
+
+def test_diffusion_samplers_count_network_calls():
+    policy = _policy(DiffusionConfig(**SHAPE)).eval()
+    assert isinstance(policy, DiffusionPolicy)
+    calls = []
+    policy.net.register_forward_hook(lambda *_: calls.append(1))
+    policy.predict_chunk(torch.randn(1, 2, 4))
+    assert len(calls) == policy.nfe == 100
+    policy.use_sampler("ddim", 10)
+    calls.clear()
+    policy.predict_chunk(torch.randn(1, 2, 4))
+    assert len(calls) == policy.nfe == 10
+    with pytest.raises(ValueError, match="unknown diffusion sampler"):
+        policy.use_sampler("euler", 10)
+
+
+def test_scheduler_timesteps_and_noise():
+    sched = NoiseScheduler(100)
+    assert sched.timesteps(10) == [90, 80, 70, 60, 50, 40, 30, 20, 10, 0]
+    assert sched.timesteps(100)[0] == 99
+    assert float(sched.alphas_cumprod[0]) > 0.99 and float(sched.alphas_cumprod[-1]) < 1e-3
+    x0 = torch.ones(4, 8, 2) * 0.5
+    # DDIM with the true noise recovers the clean sample in one jump
+    noise = torch.randn_like(x0)
+    xt = sched.add_noise(x0, noise, torch.full((4,), 50))
+    torch.testing.assert_close(sched.ddim_step(noise, 50, -1, xt), x0, rtol=1e-4, atol=1e-4)
+
+
+def test_normalizer_round_trip_and_range():
+    data = torch.randn(100, 3) * torch.tensor([1.0, 10.0, 0.0]) + 5
+    norm = MinMaxNormalizer(3).fit(data)
+    n = norm.normalize(data)
+    assert n[:, :2].min() >= -1 - 1e-5 and n[:, :2].max() <= 1 + 1e-5
+    assert torch.allclose(n[:, 2], torch.zeros(100))  # a constant feature is centred, not divided by 0
+    torch.testing.assert_close(norm.unnormalize(n), data)
+
+
+def test_normalizer_errors():
+    norm = MinMaxNormalizer(2)
+    with pytest.raises(RuntimeError, match="before fit"):
+        norm.normalize(torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="NaN"):
+        norm.fit(torch.tensor([[0.0, float("nan")]]))
+    norm.fit(torch.randn(10, 2))
+    with pytest.raises(ValueError, match="expects 2 features"):
+        norm.normalize(torch.zeros(1, 3))
+
+
+def test_bad_batches_are_named():
+    policy = _policy(DBPConfig(**SHAPE))
+    state, action = torch.randn(8, 2, 4), torch.randn(8, 8, 2)
+    bad = action.clone()
+    bad[3, 2, 1] = float("nan")
+    with pytest.raises(ValueError, match="'action' contains NaN"):
+        policy.compute_loss({"state": state, "action": bad})
+    with pytest.raises(ValueError, match=r"action must be \[B, 8, 2\]"):
+        policy.compute_loss({"state": state, "action": torch.randn(8, 16, 2)})
+    with pytest.raises(KeyError, match="no 'action'"):
+        policy.compute_loss({"state": state})
+    with pytest.raises(ValueError, match="noise must have shape"):
+        policy.predict_chunk(state, noise=torch.randn(8, 4, 2))
+
+
+def test_config_round_trip_and_errors():
+    config = DBPConfig(**SHAPE)
+    assert config_from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown policy method 'flow'"):
+        config_from_dict({**config.to_dict(), "method": "flow"})
+    with pytest.raises(ValueError, match=r"no fields \['wings'\]"):
+        config_from_dict({**config.to_dict(), "wings": 2})
+    with pytest.raises(ValueError, match="unknown backbone preset"):
+        DBPConfig(state_dim=4, action_dim=2, preset="medium")
+    with pytest.raises(ValueError, match="n_action_steps"):
+        DBPConfig(state_dim=4, action_dim=2, horizon=8, n_action_steps=9)
+    with pytest.raises(ValueError, match="num_generated"):
+        DBPConfig(state_dim=4, action_dim=2, num_generated=1)
+    assert DBPConfig(state_dim=4, action_dim=2).down_dims == (64, 128, 256)
+    assert DBPConfig(state_dim=4, action_dim=2, preset="paper").down_dims == (256, 512, 1024)
