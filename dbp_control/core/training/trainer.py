@@ -1,0 +1,176 @@
+"""One trainer for every method: AdamW, cosine schedule with warm-up, gradient clipping, EMA,
+checkpoints that resume exactly (weights, optimiser, schedule, RNG), and a JSON-lines metrics log."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dbp_control.core.policies import Policy
+from dbp_control.core.training.checkpoint import (
+    CheckpointError,
+    config_differences,
+    read_checkpoint,
+    save_checkpoint,
+)
+from dbp_control.core.training.data import BatchSource
+from dbp_control.core.training.ema import EMA
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+_CADENCE_FIELDS = {"checkpoint_every", "log_every"}  # may change between a run and its resumption
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_max_decay: float = 0.999
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 25
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
+            raise ValueError("TrainConfig: lr and grad_clip must be positive, warmup_steps non-negative")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def cosine_with_warmup(step: int, *, warmup: int, total: int) -> float:
+    """LR multiplier: linear warm-up to 1, then cosine decay to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass
+class TrainResult:
+    policy: Policy  # the EMA policy, in eval mode
+    steps_done: int
+    resumed_from: int  # 0 for a fresh run
+    last_metrics: dict[str, float]
+
+
+def _truncate_metrics(path: Path, after_step: int) -> None:
+    """Drop log lines past the checkpoint a run resumes from: those steps are trained again."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= after_step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def train(
+    policy: Policy,
+    dataset: BatchSource,
+    cfg: TrainConfig,
+    out_dir: Path,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    desc: str | None = None,
+) -> TrainResult:
+    """Train `policy` (normalisers already fitted) on `dataset`, writing checkpoints and metrics to `out_dir`.
+
+    With `resume`, an existing checkpoint in `out_dir` is continued; it must come from the same policy
+    and training configuration (only the logging and checkpoint cadence may differ)."""
+    if not bool(policy.state_normalizer.fitted) or not bool(policy.action_normalizer.fitted):
+        raise RuntimeError("fit the policy's normalisers on the training data before training")
+    if len(dataset) == 0:
+        raise ValueError("cannot train on an empty dataset")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, metrics_path = out_dir / CHECKPOINT_NAME, out_dir / METRICS_NAME
+
+    seed_everything(cfg.seed)
+    batch_rng = torch.Generator().manual_seed(cfg.seed)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_with_warmup(s, warmup=cfg.warmup_steps, total=cfg.steps)
+    )
+    ema = EMA(policy, max_decay=cfg.ema_max_decay)
+    train_cfg = dataclasses.asdict(cfg)
+
+    start = 0
+    if resume and ckpt_path.exists():
+        data = read_checkpoint(ckpt_path)
+        diff = config_differences(data["policy_config"], policy.config.to_dict())
+        diff += [d for d in config_differences(data["train_config"], train_cfg) if d.split(":")[0] not in _CADENCE_FIELDS]
+        if diff:
+            raise CheckpointError(
+                f"{ckpt_path} was made with another configuration ({'; '.join(diff)}); "
+                "use another output folder or pass resume=False to start over"
+            )
+        policy.load_state_dict(data["model"])
+        ema.load_state_dict(data["ema"])
+        optimizer.load_state_dict(data["optimizer"])
+        lr_schedule.load_state_dict(data["lr_schedule"])
+        torch.set_rng_state(data["rng"]["torch"])
+        batch_rng.set_state(data["rng"]["batches"])
+        start = int(data["step"])
+        _truncate_metrics(metrics_path, start)
+    elif metrics_path.exists():
+        metrics_path.unlink()
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(
+            ckpt_path,
+            {
+                "policy_config": policy.config.to_dict(),
+                "train_config": train_cfg,
+                "step": step,
+                "model": policy.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "lr_schedule": lr_schedule.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "batches": batch_rng.get_state()},
+            },
+        )
+
+    policy.train()
+    last: dict[str, float] = {}
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc or policy.config.method,
+               disable=not progress, dynamic_ncols=True)
+    with metrics_path.open("a") as log:
+        for step in bar:
+            indices = torch.randint(0, len(dataset), (cfg.batch_size,), generator=batch_rng)
+            loss, diagnostics = policy.compute_loss(dataset.batch(indices))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+            optimizer.step()
+            lr_schedule.step()
+            ema.update(policy)
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                last = {"step": done, "loss": loss.item(), "grad_norm": float(grad_norm),
+                        "lr": lr_schedule.get_last_lr()[0], **{k: float(v) for k, v in diagnostics.items()}}
+                log.write(json.dumps(last) + "\n")
+                log.flush()
+                bar.set_postfix({k: f"{v:.3g}" for k, v in last.items() if k not in ("step", "lr")}, refresh=False)
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                checkpoint(done)
+    return TrainResult(policy=ema.model.eval(), steps_done=cfg.steps, resumed_from=start, last_metrics=last)

@@ -1,0 +1,140 @@
+import json
+
+import pytest
+import torch
+
+from dbp_control.core.policies import BCConfig, DBPConfig, make_policy
+from dbp_control.core.training import (
+    EMA,
+    ArrayDataset,
+    CheckpointError,
+    TrainConfig,
+    load_policy,
+    read_checkpoint,
+    train,
+)
+from dbp_control.core.training.trainer import CHECKPOINT_NAME, METRICS_NAME, cosine_with_warmup
+
+SHAPE = dict(state_dim=3, action_dim=2, horizon=8, n_obs_steps=1, n_action_steps=4, down_dims=(16, 32))
+
+
+def _dataset(n=32):
+    g = torch.Generator().manual_seed(0)
+    return ArrayDataset(state=torch.randn(n, 1, 3, generator=g), action=torch.randn(n, 8, 2, generator=g))
+
+
+def _fresh_policy(config=None):
+    torch.manual_seed(123)
+    policy = make_policy(config or DBPConfig(**SHAPE))
+    ds = _dataset()
+    policy.fit_normalizers(ds.state, ds.action)
+    return policy
+
+
+class Interrupted(Exception):
+    pass
+
+
+class DiesAfter:
+    """A dataset that dies after `n` batches, as a killed training process would."""
+
+    def __init__(self, inner, n):
+        self.inner, self.left = inner, n
+
+    def __len__(self):
+        return len(self.inner)
+
+    def batch(self, indices):
+        if self.left == 0:
+            raise Interrupted
+        self.left -= 1
+        return self.inner.batch(indices)
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
+    cfg = TrainConfig(steps=8, batch_size=4, checkpoint_every=3, log_every=1, warmup_steps=2)
+    straight = train(_fresh_policy(), _dataset(), cfg, tmp_path / "straight", progress=False)
+
+    with pytest.raises(Interrupted):
+        train(_fresh_policy(), DiesAfter(_dataset(), 5), cfg, tmp_path / "killed", progress=False)
+    assert read_checkpoint(tmp_path / "killed" / CHECKPOINT_NAME)["step"] == 3
+    resumed = train(_fresh_policy(), _dataset(), cfg, tmp_path / "killed", progress=False)
+    assert resumed.resumed_from == 3
+    for a, b in zip(straight.policy.state_dict().values(), resumed.policy.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / METRICS_NAME).read_text().splitlines()]
+    assert steps == list(range(1, 9))  # the metrics of steps redone after the crash appear once
+
+
+def test_resuming_with_another_config_is_refused(tmp_path):
+    cfg = TrainConfig(steps=2, batch_size=4)
+    train(_fresh_policy(), _dataset(), cfg, tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="lr: 0.001 -> 0.01"):
+        train(_fresh_policy(), _dataset(), TrainConfig(steps=2, batch_size=4, lr=1e-2), tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="num_generated: 4 -> 8"):
+        train(_fresh_policy(DBPConfig(**SHAPE, num_generated=8)), _dataset(), cfg, tmp_path, progress=False)
+    # a different logging cadence is not a different experiment
+    train(_fresh_policy(), _dataset(), TrainConfig(steps=2, batch_size=4, log_every=1), tmp_path, progress=False)
+
+
+def test_load_policy_restores_the_ema_weights(tmp_path):
+    result = train(_fresh_policy(BCConfig(**SHAPE)), _dataset(), TrainConfig(steps=3, batch_size=4), tmp_path, progress=False)
+    loaded = load_policy(tmp_path / CHECKPOINT_NAME)
+    state = torch.randn(2, 1, 3)
+    torch.testing.assert_close(loaded.predict_chunk(state), result.policy.predict_chunk(state))
+
+
+def test_broken_checkpoints_are_named(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_policy(tmp_path / "missing.pt")
+    truncated = tmp_path / "truncated.pt"
+    train(_fresh_policy(), _dataset(), TrainConfig(steps=1, batch_size=4), tmp_path / "run", progress=False)
+    truncated.write_bytes((tmp_path / "run" / CHECKPOINT_NAME).read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_policy(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": 1}, foreign)
+    with pytest.raises(CheckpointError, match="not a dbp_control checkpoint"):
+        load_policy(foreign)
+
+
+def test_training_refuses_nan_and_unfitted_policies(tmp_path):
+    ds = _dataset()
+    ds.action[5, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        train(_fresh_policy(), ds, TrainConfig(steps=50, batch_size=32), tmp_path, progress=False)
+    with pytest.raises(RuntimeError, match="fit the policy's normalisers"):
+        train(make_policy(DBPConfig(**SHAPE)), _dataset(), TrainConfig(steps=1), tmp_path, progress=False)
+
+
+def test_dataset_and_config_validation():
+    with pytest.raises(ValueError, match="same number of samples"):
+        ArrayDataset(state=torch.zeros(3, 1, 2), action=torch.zeros(4, 8, 2))
+    with pytest.raises(ValueError, match="empty"):
+        ArrayDataset(state=torch.zeros(0, 1, 2), action=torch.zeros(0, 8, 2))
+    with pytest.raises(ValueError, match="steps must be positive"):
+        TrainConfig(steps=0)
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    lrs = [cosine_with_warmup(s, warmup=10, total=110) for s in range(111)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[110] == pytest.approx(0.0)
+
+
+def test_ema_follows_the_weights_with_a_warming_decay():
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, max_decay=0.9)
+    assert ema.decay() == 0.0  # the first update copies the weights
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)
+    torch.testing.assert_close(ema.model.weight, model.weight)
+    for _ in range(200):
+        ema.update(model)
+    assert ema.decay() == 0.9
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    ema.update(model)
+    torch.testing.assert_close(ema.model.weight, torch.full((2, 2), 1.1))
