@@ -16,7 +16,7 @@ class MinMaxNormalizer(nn.Module):
         self.register_buffer("fitted", torch.tensor(False))
 
     @torch.no_grad()
-    def fit(self, data: torch.Tensor) -> "MinMaxNormalizer":
+    def fit(self, data: torch.Tensor) -> MinMaxNormalizer:
         """data: [..., dim] samples of the raw feature."""
         flat = data.reshape(-1, data.shape[-1]).double()
         if flat.shape[0] == 0:
