@@ -1,0 +1,1 @@
+"""The `dbp` command line."""
