@@ -1,10 +1,17 @@
+import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from dbp_control.core.benchmarks.multimodal import MultimodalBenchConfig, format_table, run_multimodal_benchmark
+from dbp_control.core.benchmarks.multimodal import (
+    MethodResult,
+    MultimodalBenchConfig,
+    _compare_energy,
+    format_table,
+    run_multimodal_benchmark,
+)
 from dbp_control.core.benchmarks.obstacle import ObstacleTask, energy_distance
 
 
@@ -46,6 +53,16 @@ def test_energy_distance_separates_distributions():
     assert abs(same) < 0.05 and shifted > 0.5
 
 
+def test_energy_comparison_uses_a_ratio_only_when_ddpm_is_clearly_above_zero():
+    def row(name, ed, se):
+        return MethodResult(name, 1, 1.0, 1.0, 0.5, 0.0, 0.03, ed, se)
+
+    assert "DBP / DDPM-100: 1.10" in _compare_energy(row("DBP", 0.011, 0.001), row("DDPM-100", 0.010, 0.001))
+    same = _compare_energy(row("DBP", 0.002, 0.001), row("DDPM-100", 0.001, 0.001))
+    assert "ratio is undefined" in same and "indistinguishable" in same
+    assert "different" in _compare_energy(row("DBP", 0.02, 0.001), row("DDPM-100", 0.001, 0.001))
+
+
 def test_benchmark_smoke_run_writes_table_plot_and_results(tmp_path):
     cfg = MultimodalBenchConfig(out_dir=tmp_path, train_demos=64, steps=3, batch_size=8, down_dims=(16, 32),
                                 eval_observations=3, samples_per_observation=6, latency_calls=3, progress=False)
@@ -56,12 +73,16 @@ def test_benchmark_smoke_run_writes_table_plot_and_results(tmp_path):
     assert result.row("expert (held-out)").collision_rate == 0.0
     assert result.row("DDPM-100").latency_ms_median > result.row("DBP").latency_ms_median
     table = format_table(result)
-    assert "DDPM-100" in table and "energy distance DBP / DDPM-100" in table
+    assert "DDPM-100" in table and "energy distance" in table and "goal" in table
     assert (tmp_path / "samples.png").stat().st_size > 10_000
-    assert (tmp_path / "results.json").is_file()
+    saved = json.loads((tmp_path / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+    assert saved["rows"][0]["latency_ms_median"] is None and saved["rows"][2]["name"] == "DBP"
     # a second run resumes every method from its finished checkpoint instead of training again
     again = run_multimodal_benchmark(cfg)
     assert [r.name for r in again.rows] == names
+    assert result.resumed_from == {"bc": 0, "dbp": 0, "diffusion": 0}
+    assert again.resumed_from == {"bc": 3, "dbp": 3, "diffusion": 3}
+    assert "resumed at step 3" in format_table(again)
 
 
 def test_cli_runs_the_benchmark_and_rejects_bad_arguments(tmp_path):

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dbp_control.core.benchmarks.multimodal import MultimodalBenchConfig, format_table, run_multimodal_benchmark
 from dbp_control.core.training.checkpoint import CheckpointError
 
 
@@ -27,12 +28,6 @@ def _dims(text: str) -> tuple[int, ...]:
 
 
 def _bench_multimodal(args: argparse.Namespace) -> int:
-    from dbp_control.core.benchmarks.multimodal import (
-        MultimodalBenchConfig,
-        format_table,
-        run_multimodal_benchmark,
-    )
-
     cfg = MultimodalBenchConfig(
         out_dir=args.out,
         train_demos=args.train_demos,
@@ -66,16 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
         "latency, mode balance, collisions, distance to the nearest mode and energy distance to held-out "
         "expert samples, and writes a plot of sampled chunks. Training resumes from checkpoints in --out.",
     )
-    mm.add_argument("--out", type=Path, default=Path("outputs/bench_multimodal"), help="output folder")
-    mm.add_argument("--steps", type=_positive_int, default=1500, help="training steps per method")
-    mm.add_argument("--batch-size", type=_positive_int, default=128, help="observations per batch")
-    mm.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (all methods)")
-    mm.add_argument("--ema-decay", type=float, default=0.99, help="maximum EMA decay (all methods)")
-    mm.add_argument("--train-demos", type=_positive_int, default=2000, help="expert demonstrations")
-    mm.add_argument("--down-dims", type=_dims, default=(32, 64, 128), help="U-Net widths, e.g. 64,128,256")
-    mm.add_argument("--eval-observations", type=_positive_int, default=64, help="test observations")
-    mm.add_argument("--samples-per-observation", type=_positive_int, default=64, help="samples per test observation")
-    mm.add_argument("--seed", type=int, default=0)
+    d = MultimodalBenchConfig()
+    mm.add_argument("--out", type=Path, default=d.out_dir, help="output folder")
+    mm.add_argument("--steps", type=_positive_int, default=d.steps, help="training steps per method")
+    mm.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="observations per batch")
+    mm.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (all methods)")
+    mm.add_argument("--ema-decay", type=float, default=d.ema_max_decay, help="maximum EMA decay (all methods)")
+    mm.add_argument("--train-demos", type=_positive_int, default=d.train_demos, help="expert demonstrations")
+    mm.add_argument("--down-dims", type=_dims, default=d.down_dims, help="U-Net widths, e.g. 64,128,256")
+    mm.add_argument("--eval-observations", type=_positive_int, default=d.eval_observations, help="test observations")
+    mm.add_argument("--samples-per-observation", type=_positive_int, default=d.samples_per_observation,
+                    help="samples per test observation")
+    mm.add_argument("--seed", type=int, default=d.seed)
     mm.add_argument("--fresh", action="store_true", help="ignore checkpoints in --out and train from scratch")
     mm.add_argument("--quiet", action="store_true", help="no progress bars")
     mm.set_defaults(func=_bench_multimodal)
