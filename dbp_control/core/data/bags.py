@@ -1,0 +1,181 @@
+"""rosbag2 episodes, written and read with `rosbags` (no ROS install needed).
+
+One bag per episode. Metadata version 8 is always written: Humble cannot read version 9. MCAP is the
+default storage, sqlite3 on request; messages are CDR-serialised with the Humble or Jazzy typestore.
+The episode's own description (task, seed, success, ...) is stored twice: as the bag's custom metadata
+and as one JSON `std_msgs/msg/String` on EPISODE_INFO_TOPIC, for tools that ignore custom metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys.store import Typestore
+
+DISTROS: dict[str, Stores] = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY}
+STORAGES: dict[str, StoragePlugin] = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+BAG_VERSION = 8  # Humble's rosbag2 cannot read version 9 metadata
+EPISODE_INFO_TOPIC = "/episode/info"
+EPISODE_INFO_TYPE = "std_msgs/msg/String"
+EPISODE_INFO_KEY = "dbp_control.episode"
+
+
+class BagError(RuntimeError):
+    """A bag that cannot be written or read as asked (existing path, unknown topic, damaged file)."""
+
+
+@cache
+def typestore(distro: str) -> Typestore:
+    if distro not in DISTROS:
+        raise ValueError(f"unknown ROS distro {distro!r}; known: {sorted(DISTROS)}")
+    return get_typestore(DISTROS[distro])
+
+
+# -- message builders (rosbags dataclasses, identical in layout to the ROS 2 messages) -----------------
+
+
+def header(distro: str, stamp_ns: int, frame_id: str) -> Any:
+    ts = typestore(distro)
+    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    return ts.types["std_msgs/msg/Header"](stamp=ts.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=frame_id)
+
+
+def stamp_ns_of(msg: Any) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def image_msg(distro: str, stamp_ns: int, frame_id: str, rgb: np.ndarray) -> Any:
+    """uint8 [H, W, 3] RGB -> sensor_msgs/msg/Image (encoding rgb8)."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"image must be uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
+    height, width, _ = rgb.shape
+    return typestore(distro).types["sensor_msgs/msg/Image"](
+        header=header(distro, stamp_ns, frame_id), height=height, width=width, encoding="rgb8",
+        is_bigendian=0, step=width * 3, data=np.ascontiguousarray(rgb).reshape(-1),
+    )
+
+
+def joint_state_msg(distro: str, stamp_ns: int, names: list[str], position: np.ndarray,
+                    velocity: np.ndarray | None = None) -> Any:
+    position = np.asarray(position, dtype=np.float64)
+    if len(names) != len(position):
+        raise ValueError(f"{len(names)} joint names but {len(position)} positions")
+    velocity = np.zeros_like(position) if velocity is None else np.asarray(velocity, dtype=np.float64)
+    return typestore(distro).types["sensor_msgs/msg/JointState"](
+        header=header(distro, stamp_ns, ""), name=list(names), position=position, velocity=velocity,
+        effort=np.zeros(0, dtype=np.float64),
+    )
+
+
+def float64_array_msg(distro: str, values: np.ndarray) -> Any:
+    ts = typestore(distro)
+    layout = ts.types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
+    return ts.types["std_msgs/msg/Float64MultiArray"](layout=layout, data=np.asarray(values, dtype=np.float64))
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+
+class EpisodeBagWriter:
+    """Writes one episode. Refuses an existing path, so nothing recorded is ever overwritten; on an
+    exception inside `with`, what was written so far is closed into a readable bag."""
+
+    def __init__(self, path: Path, *, topics: Mapping[str, str], storage: str = "mcap", distro: str = "humble") -> None:
+        if storage not in STORAGES:
+            raise ValueError(f"unknown bag storage {storage!r}; known: {sorted(STORAGES)}")
+        self.path = Path(path)
+        if self.path.exists():
+            raise BagError(f"{self.path} already exists; refusing to overwrite a recorded episode")
+        self.distro = distro
+        self._ts = typestore(distro)
+        unknown = sorted(t for t in topics.values() if t not in self._ts.types)
+        if unknown:
+            raise ValueError(f"message types unknown to the {distro} typestore: {unknown}")
+        self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=STORAGES[storage])
+        self._writer.open()
+        self._connections = {
+            topic: (self._writer.add_connection(topic, msgtype, typestore=self._ts), msgtype)
+            for topic, msgtype in {**topics, EPISODE_INFO_TOPIC: EPISODE_INFO_TYPE}.items()
+        }
+        self._last_stamp = 0
+        self._closed = False
+
+    def write(self, topic: str, stamp_ns: int, msg: Any) -> None:
+        if topic not in self._connections or topic == EPISODE_INFO_TOPIC:
+            raise BagError(f"topic {topic!r} was not declared for this bag (declared: {sorted(self._connections)})")
+        connection, msgtype = self._connections[topic]
+        self._writer.write(connection, int(stamp_ns), self._ts.serialize_cdr(msg, msgtype))
+        self._last_stamp = max(self._last_stamp, int(stamp_ns))
+
+    def close(self, info: Mapping[str, Any] | None = None) -> None:
+        """Finish the bag, storing `info` (JSON-serialisable) as the episode description."""
+        if self._closed:
+            return
+        if info is not None:
+            text = json.dumps(dict(info), sort_keys=True)
+            connection, msgtype = self._connections[EPISODE_INFO_TOPIC]
+            msg = self._ts.types[EPISODE_INFO_TYPE](data=text)
+            self._writer.write(connection, self._last_stamp, self._ts.serialize_cdr(msg, msgtype))
+            self._writer.set_custom_data(EPISODE_INFO_KEY, text)
+        self._writer.close()
+        self._closed = True
+
+    def __enter__(self) -> EpisodeBagWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BagMessage:
+    topic: str
+    msgtype: str
+    log_time_ns: int
+    msg: Any
+
+
+def read_episode_info(path: Path) -> dict[str, Any] | None:
+    """The episode description, or None when the bag has none (e.g. an aborted recording)."""
+    for message in read_bag(path, topics=[EPISODE_INFO_TOPIC]):
+        return json.loads(message.msg.data)
+    return None
+
+
+def read_bag(path: Path, *, topics: list[str] | None = None, distro: str = "humble") -> Iterator[BagMessage]:
+    """Messages in log-time order, deserialised. `topics` restricts the topics; a requested topic the
+    bag lacks is an error naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"no bag at {path}")
+    ts = typestore(distro)
+    try:
+        reader = Reader(path)
+        reader.open()
+    except Exception as exc:  # rosbags raises several types for damaged metadata or storage files
+        raise BagError(f"cannot open bag {path}: {exc}") from exc
+    try:
+        present = {c.topic for c in reader.connections}
+        missing = sorted(set(topics or []) - present)
+        if missing:
+            raise BagError(f"bag {path} has no topic(s) {missing}; it has {sorted(present)}")
+        connections = [c for c in reader.connections if topics is None or c.topic in topics]
+        try:
+            for connection, log_time, raw in reader.messages(connections=connections):
+                yield BagMessage(connection.topic, connection.msgtype, log_time, ts.deserialize_cdr(raw, connection.msgtype))
+        except Exception as exc:
+            raise BagError(f"bag {path} is damaged: {exc}") from exc
+    finally:
+        reader.close()
