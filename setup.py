@@ -29,7 +29,10 @@ setup(
         share("models"),
     ],
     # torch is installed first, pinned, by the Makefile (a plain `torch` would pull a multi-GB CUDA build)
-    install_requires=["numpy", "torch>=2.3", "tqdm", "pyyaml", "matplotlib", "rosbags>=0.11"],
+    install_requires=[
+        "numpy", "torch>=2.3", "tqdm", "pyyaml", "matplotlib", "rosbags>=0.11",
+        "mujoco==3.3.0",  # the version robosuite, gymnasium-robotics and metaworld accept (4.0 breaks them)
+    ],
     extras_require={
         "cpu": ["onnxruntime"],  # never together with onnxruntime-gpu: they share the module name
         "robot": ["onnxruntime-gpu", "pyrealsense2"],

@@ -1,0 +1,98 @@
+"""The simulated dual-arm robot with the real robot's control interface: per arm, six joint position
+targets and a gripper target (0 open .. 1 closed) in; joint positions and velocities out."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from dbp_control.core.sim.scene import CAMERAS, GRIPPER_STROKE, SIDES, build_scene_xml, joint_names
+
+# the classic UR "up" pose, with the forearm horizontal over the table
+HOME_ARM = np.array([0.0, -1.2, 1.6, -1.97, -1.5708, 0.0])
+
+
+@dataclass(frozen=True)
+class JointState:
+    names: list[str]
+    position: np.ndarray  # rad for arm joints, 0 (open) .. 1 (closed) for grippers
+    velocity: np.ndarray
+
+
+class DualArmSim:
+    def __init__(self, *, physics_hz: float = 500.0, image_size: tuple[int, int] = (96, 96)) -> None:
+        # software rendering unless the user chose a backend; must be set before mujoco is imported
+        os.environ.setdefault("MUJOCO_GL", "osmesa")
+        os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+        import mujoco
+
+        self._mj = mujoco
+        self.model = mujoco.MjModel.from_xml_string(build_scene_xml(timestep=1.0 / physics_hz))
+        self.data = mujoco.MjData(self.model)
+        self.names = [n for side in SIDES for n in joint_names(side)]
+        self._qpos = np.array([self.model.jnt_qposadr[self._joint(n)] for n in self.names])
+        self._qvel = np.array([self.model.jnt_dofadr[self._joint(n)] for n in self.names])
+        self._mirror_qpos = np.array([self.model.jnt_qposadr[self._joint(f"{s}_gripper_mirror_joint")] for s in SIDES])
+        self._is_gripper = np.array([n.endswith("gripper_joint") for n in self.names])
+        self._actuator = np.array([self._actuator_id(n) for n in self.names])
+        self._mirror_actuator = np.array([self._actuator_id(f"{s}_gripper_mirror_joint") for s in SIDES])
+        self.image_size = image_size
+        self._renderer = None
+        self.reset()
+
+    def _joint(self, name: str) -> int:
+        return self._mj.mj_name2id(self.model, self._mj.mjtObj.mjOBJ_JOINT, name)
+
+    def _actuator_id(self, name: str) -> int:
+        index = self._mj.mj_name2id(self.model, self._mj.mjtObj.mjOBJ_ACTUATOR, name)
+        if index < 0:
+            raise KeyError(f"no actuator {name!r} in the scene")
+        return index
+
+    @property
+    def time(self) -> float:
+        return float(self.data.time)
+
+    def reset(self) -> None:
+        self._mj.mj_resetData(self.model, self.data)
+        home = np.concatenate([HOME_ARM, [0.0]] * len(SIDES))
+        self.data.qpos[self._qpos] = np.where(self._is_gripper, GRIPPER_STROKE * (1 - home), home)
+        self.data.qpos[self._mirror_qpos] = GRIPPER_STROKE
+        self.set_targets(home)
+        self._mj.mj_forward(self.model, self.data)
+
+    def set_targets(self, targets: np.ndarray) -> None:
+        """targets: [14] = per arm (left, then right) six joint angles and a gripper closure in [0, 1]."""
+        targets = np.asarray(targets, dtype=np.float64)
+        if targets.shape != (len(self.names),):
+            raise ValueError(f"expected {len(self.names)} targets ({', '.join(self.names)}), got shape {targets.shape}")
+        if not np.isfinite(targets).all():
+            raise ValueError("joint targets contain NaN or inf")
+        closure = np.clip(targets[self._is_gripper], 0.0, 1.0)
+        ctrl = targets.copy()
+        ctrl[self._is_gripper] = GRIPPER_STROKE * (1 - closure)
+        self.data.ctrl[self._actuator] = ctrl
+        self.data.ctrl[self._mirror_actuator] = GRIPPER_STROKE * (1 - closure)
+
+    def step(self, seconds: float) -> None:
+        for _ in range(max(1, round(seconds / self.model.opt.timestep))):
+            self._mj.mj_step(self.model, self.data)
+
+    def joint_state(self) -> JointState:
+        position = self.data.qpos[self._qpos].copy()
+        velocity = self.data.qvel[self._qvel].copy()
+        position[self._is_gripper] = 1 - position[self._is_gripper] / GRIPPER_STROKE
+        velocity[self._is_gripper] = -velocity[self._is_gripper] / GRIPPER_STROKE
+        return JointState(self.names, position, velocity)
+
+    def render(self, camera: str) -> np.ndarray:
+        """uint8 [H, W, 3] RGB from one of CAMERAS."""
+        if camera not in CAMERAS:
+            raise ValueError(f"unknown camera {camera!r}; cameras: {list(CAMERAS)}")
+        if self._renderer is None:
+            height, width = self.image_size
+            self._renderer = self._mj.Renderer(self.model, height, width)
+        self._renderer.update_scene(self.data, camera)
+        return self._renderer.render()

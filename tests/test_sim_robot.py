@@ -1,0 +1,67 @@
+"""The simulated dual-arm robot: UR joint names, tracking of commanded joint targets, cameras."""
+
+import numpy as np
+import pytest
+
+from dbp_control.core.sim.robot import HOME_ARM, DualArmSim
+from dbp_control.core.sim.scene import CAMERAS
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return DualArmSim(image_size=(64, 80))
+
+
+def test_joints_carry_ur_names_per_arm(sim):
+    assert sim.names[:7] == [
+        "left_shoulder_pan_joint", "left_shoulder_lift_joint", "left_elbow_joint",
+        "left_wrist_1_joint", "left_wrist_2_joint", "left_wrist_3_joint", "left_gripper_joint",
+    ]
+    assert sim.names[7:] == [n.replace("left_", "right_") for n in sim.names[:7]]
+
+
+def test_home_pose_holds_against_gravity(sim):
+    sim.reset()
+    start = sim.joint_state().position
+    sim.step(2.0)
+    np.testing.assert_allclose(sim.joint_state().position, start, atol=1e-3)
+
+
+def test_tracks_commanded_joint_targets(sim):
+    sim.reset()
+    targets = np.concatenate([HOME_ARM + [0.2, 0.1, -0.1, 0.1, 0.2, 0.3], [1.0],
+                              HOME_ARM + [-0.2, -0.1, 0.1, -0.1, -0.2, -0.3], [0.5]])
+    sim.set_targets(targets)
+    sim.step(1.5)
+    state = sim.joint_state()
+    np.testing.assert_allclose(state.position, targets, atol=5e-3)
+    assert np.abs(state.velocity).max() < 0.05
+    assert sim.time == pytest.approx(1.5, abs=0.01)
+
+
+def test_tool_points_at_the_table_in_the_home_pose(sim):
+    sim.reset()
+    for side in ("left", "right"):
+        tcp = sim.data.site(f"{side}_tcp")
+        approach = tcp.xmat.reshape(3, 3)[:, 2]  # the tool's z axis in the world
+        assert approach[2] < -0.9, side  # pointing down
+        assert 0.0 < tcp.xpos[2] < 0.3 and 0.3 < tcp.xpos[1] < 0.8, side  # above the table, in front
+
+
+def test_every_camera_renders_the_scene(sim):
+    sim.reset()
+    for camera in CAMERAS:
+        image = sim.render(camera)
+        assert image.shape == (64, 80, 3) and image.dtype == np.uint8
+        assert image.std() > 5, camera  # not a blank frame
+    with pytest.raises(ValueError, match="unknown camera 'tail'"):
+        sim.render("tail")
+
+
+def test_bad_targets_are_rejected(sim):
+    with pytest.raises(ValueError, match="expected 14 targets"):
+        sim.set_targets(np.zeros(12))
+    bad = np.concatenate([HOME_ARM, [0.0]] * 2)
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        sim.set_targets(bad)
