@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dbp_control.core.sim.ik import SiteIK
 from dbp_control.core.sim.scene import CAMERAS, GRIPPER_STROKE, SIDES, build_scene_xml, joint_names
 
 # the classic UR "up" pose, with the forearm horizontal over the table
@@ -86,6 +87,27 @@ class DualArmSim:
         position[self._is_gripper] = 1 - position[self._is_gripper] / GRIPPER_STROKE
         velocity[self._is_gripper] = -velocity[self._is_gripper] / GRIPPER_STROKE
         return JointState(self.names, position, velocity)
+
+    def arm_ik(self, side: str) -> SiteIK:
+        """Differential IK for one arm's tool centre point (`<side>_tcp`) over its six arm joints."""
+        if side not in SIDES:
+            raise ValueError(f"unknown arm {side!r}; arms: {list(SIDES)}")
+        arm = [i for i, n in enumerate(self.names) if n.startswith(f"{side}_") and not self._is_gripper[i]]
+        return SiteIK(self.model, self.data, f"{side}_tcp", self._qpos[arm], self._qvel[arm])
+
+    def site_position(self, site: str) -> np.ndarray:
+        return self.data.site(site).xpos.copy()
+
+    def object_position(self, body: str) -> np.ndarray:
+        return self.data.body(body).xpos.copy()
+
+    def set_object_pose(self, body: str, position: np.ndarray, yaw: float) -> None:
+        """Place a free-floating object (at rest) at `position`, rotated `yaw` about the vertical."""
+        joint = self.model.body(body).jntadr[0]
+        adr, dof = self.model.jnt_qposadr[joint], self.model.jnt_dofadr[joint]
+        self.data.qpos[adr : adr + 7] = [*position, np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+        self.data.qvel[dof : dof + 6] = 0.0
+        self._mj.mj_forward(self.model, self.data)
 
     def render(self, camera: str) -> np.ndarray:
         """uint8 [H, W, 3] RGB from one of CAMERAS."""
