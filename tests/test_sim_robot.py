@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dbp_control.core.sim.robot import HOME_ARM, DualArmSim
-from dbp_control.core.sim.scene import CAMERAS
+from dbp_control.core.layout import CAMERAS
 
 
 @pytest.fixture(scope="module")

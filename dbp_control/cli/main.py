@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from dbp_control.core.benchmarks.multimodal import MultimodalBenchConfig, format_table, run_multimodal_benchmark
 from dbp_control.core.training.checkpoint import CheckpointError
 
@@ -48,6 +50,50 @@ def _bench_multimodal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH like 240x320, got {text!r}") from None
+    if height <= 0 or width <= 0:
+        raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
+    return height, width
+
+
+def _sim_record(args: argparse.Namespace) -> int:
+    import time
+    from collections import Counter
+
+    from tqdm.auto import tqdm
+
+    from dbp_control.core.sim.record import record_episode
+    from dbp_control.core.sim.robot import DualArmSim
+    from dbp_control.core.sim.tasks import make_task
+
+    task = make_task(args.task)
+    sim = DualArmSim(image_size=args.image_size)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    start = time.perf_counter()
+    bar = tqdm(range(args.seed, args.seed + args.episodes), desc=f"record {args.task}", disable=args.quiet)
+    for seed in bar:
+        episode = record_episode(sim, task, seed, args.out, storage=args.storage, distro=args.distro,
+                                 keep_failure=args.keep_failures)
+        results.append(episode)
+        bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
+    minutes = (time.perf_counter() - start) / 60
+    kept = [r for r in results if r.path is not None]
+    by_strategy = Counter((r.strategy, r.success) for r in results)
+    print(f"{args.task}: {sum(r.success for r in results)}/{len(results)} successful, {len(kept)} bags in {args.out}")
+    for strategy in sorted({r.strategy for r in results}):
+        ok, total = by_strategy[(strategy, True)], by_strategy[(strategy, True)] + by_strategy[(strategy, False)]
+        print(f"  {strategy}: {ok}/{total}")
+    print(f"{len(results) / minutes:.1f} episodes per minute; "
+          f"{np.mean([r.bytes for r in kept]) / 1e6 if kept else 0:.1f} MB per kept episode ({args.storage}, "
+          f"{args.image_size[0]}x{args.image_size[1]} images)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbp", description="Drift-Based Policy control stack")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -76,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     mm.add_argument("--fresh", action="store_true", help="ignore checkpoints in --out and train from scratch")
     mm.add_argument("--quiet", action="store_true", help="no progress bars")
     mm.set_defaults(func=_bench_multimodal)
+
+    sim = commands.add_parser("sim", help="the simulated dual-arm robot")
+    sims = sim.add_subparsers(dest="sim", required=True, metavar="SIM")
+    rec = sims.add_parser("record", help="record scripted-expert episodes into rosbag2, one bag per episode",
+                          description="Runs the task's expert through the robot's channels (joint states, arm "
+                          "commands, three cameras with CameraInfo) and writes one rosbag2 per episode.")
+    rec.add_argument("--task", required=True, help="task name (lift)")
+    rec.add_argument("--episodes", type=_positive_int, required=True)
+    rec.add_argument("--out", type=Path, required=True, help="folder for the bags")
+    rec.add_argument("--seed", type=int, default=0, help="first seed; episode k uses seed + k")
+    rec.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    rec.add_argument("--distro", choices=("humble", "jazzy"), default="humble")
+    rec.add_argument("--image-size", type=_image_size, default=(240, 320), help="HEIGHTxWIDTH of recorded images")
+    rec.add_argument("--keep-failures", action="store_true", help="also keep failed episodes (suffix _failed)")
+    rec.add_argument("--quiet", action="store_true", help="no progress bar")
+    rec.set_defaults(func=_sim_record)
     return parser
 
 
@@ -83,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, CheckpointError, FloatingPointError, OSError) as exc:  # bad input: message, no traceback
+    except (ValueError, KeyError, CheckpointError, FloatingPointError, OSError) as exc:  # bad input: message, no traceback
         print(f"dbp {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -76,6 +76,18 @@ def joint_state_msg(distro: str, stamp_ns: int, names: list[str], position: np.n
     )
 
 
+def camera_info_msg(distro: str, stamp_ns: int, frame_id: str, intrinsics: Any) -> Any:
+    """sensor_msgs/msg/CameraInfo from a calibration.CameraIntrinsics."""
+    ts = typestore(distro)
+    roi = ts.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return ts.types["sensor_msgs/msg/CameraInfo"](
+        header=header(distro, stamp_ns, frame_id), height=intrinsics.height, width=intrinsics.width,
+        distortion_model=intrinsics.distortion_model, d=intrinsics.d.astype(np.float64),
+        k=intrinsics.k.reshape(-1), r=intrinsics.r.reshape(-1), p=intrinsics.p.reshape(-1),
+        binning_x=0, binning_y=0, roi=roi,
+    )
+
+
 def float64_array_msg(distro: str, values: np.ndarray) -> Any:
     ts = typestore(distro)
     layout = ts.types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)

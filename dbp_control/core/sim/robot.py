@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dbp_control.core.calibration import CameraIntrinsics, load_camera_intrinsics
+from dbp_control.core.layout import CAMERAS, SIDES, joint_names
 from dbp_control.core.sim.ik import SiteIK
-from dbp_control.core.sim.scene import CAMERAS, GRIPPER_STROKE, SIDES, build_scene_xml, joint_names
+from dbp_control.core.sim.scene import GRIPPER_STROKE, build_scene_xml
 
 # the classic UR "up" pose, with the forearm horizontal over the table
 HOME_ARM = np.array([0.0, -1.2, 1.6, -1.97, -1.5708, 0.0])
@@ -30,7 +32,13 @@ class DualArmSim:
         import mujoco
 
         self._mj = mujoco
-        self.model = mujoco.MjModel.from_xml_string(build_scene_xml(timestep=1.0 / physics_hz))
+        height, width = image_size
+        # the cameras see what the calibrated real ones see, at the rendered resolution
+        self.intrinsics: dict[str, CameraIntrinsics] = {
+            cam: load_camera_intrinsics(cam).scaled(width, height) for cam in CAMERAS
+        }
+        fovy = {cam: i.fovy_deg for cam, i in self.intrinsics.items()}
+        self.model = mujoco.MjModel.from_xml_string(build_scene_xml(fovy, timestep=1.0 / physics_hz))
         self.data = mujoco.MjData(self.model)
         self.names = [n for side in SIDES for n in joint_names(side)]
         self._qpos = np.array([self.model.jnt_qposadr[self._joint(n)] for n in self.names])

@@ -8,16 +8,10 @@ package. Arm links are visual only (no contacts); fingers, table and objects col
 
 from __future__ import annotations
 
-ARM_JOINTS: tuple[str, ...] = (
-    "shoulder_pan_joint",
-    "shoulder_lift_joint",
-    "elbow_joint",
-    "wrist_1_joint",
-    "wrist_2_joint",
-    "wrist_3_joint",
-)
-SIDES: tuple[str, ...] = ("left", "right")
-CAMERAS: tuple[str, ...] = ("left_wrist", "right_wrist", "head")
+from collections.abc import Mapping
+
+from dbp_control.core.layout import ARM_JOINTS, CAMERAS, SIDES
+
 GRIPPER_STROKE = 0.04  # m per finger, fully open
 ROT_Y_90 = "0.7071068 0 0.7071068 0"  # rpy (0, pi/2, 0)
 TOOL_Z_ALONG_Y = "0.7071068 -0.7071068 0 0"  # the flange's approach axis (z) along wrist_3's y
@@ -25,12 +19,7 @@ BASE_X = 0.35  # each arm's base this far left / right of the table centre
 BASE_FACING_FORWARD = "0.7071068 0 0 0.7071068"  # yaw 90 deg: at shoulder_pan = 0 the arm reaches over the table (+y)
 
 
-def joint_names(side: str) -> list[str]:
-    """The 6 arm joints and the gripper of one arm, in command and joint-state order."""
-    return [f"{side}_{j}" for j in ARM_JOINTS] + [f"{side}_gripper_joint"]
-
-
-def _arm(side: str, x: float, head_fovy: float) -> str:
+def _arm(side: str, x: float, wrist_fovy: float) -> str:
     p = f"{side}_"
     link = 'type="capsule" size="0.045" class="link"'
     return f"""
@@ -56,7 +45,7 @@ def _arm(side: str, x: float, head_fovy: float) -> str:
                   <geom type="cylinder" size="0.035 0.02" class="link" quat="0.7071068 0.7071068 0 0"/>
                   <body name="{p}flange" pos="0 0.0823 0" quat="{TOOL_Z_ALONG_Y}" gravcomp="1">
                     <geom type="box" size="0.045 0.02 0.025" pos="0 0 0.025" class="link"/>
-                    <camera name="{p}wrist" pos="0 -0.07 0.03" xyaxes="1 0 0 0 -0.966 0.26" fovy="{head_fovy}"/>
+                    <camera name="{p}wrist" pos="0 -0.07 0.03" xyaxes="1 0 0 0 -0.966 0.26" fovy="{wrist_fovy}"/>
                     <body name="{p}finger_a" pos="0 0 0.06" gravcomp="1">
                       <joint name="{p}gripper_joint" type="slide" axis="1 0 0" range="0 {GRIPPER_STROKE}" class="finger"/>
                       <geom type="box" size="0.008 0.012 0.03" pos="0.01 0 0.03" class="pad"/>
@@ -87,9 +76,13 @@ def _actuators(side: str) -> str:
     return arm + fingers
 
 
-def build_scene_xml(*, timestep: float = 0.002, head_fovy: float = 55.0) -> str:
-    """MJCF of the whole scene. Shadows and reflections are off: they cost 10-20x on a software renderer."""
-    arms = "".join(_arm(side, x, head_fovy) for side, x in zip(SIDES, (-BASE_X, BASE_X)))
+def build_scene_xml(fovy_deg: Mapping[str, float], *, timestep: float = 0.002) -> str:
+    """MJCF of the whole scene, with each camera's vertical field of view (degrees) from its calibration.
+    Shadows and reflections are off: they cost 10-20x on a software renderer."""
+    missing = sorted(set(CAMERAS) - set(fovy_deg))
+    if missing:
+        raise ValueError(f"no field of view for cameras {missing}")
+    arms = "".join(_arm(side, x, fovy_deg[f"{side}_wrist"]) for side, x in zip(SIDES, (-BASE_X, BASE_X)))
     actuators = "".join(_actuators(side) for side in SIDES)
     return f"""<mujoco model="dbp_dual_ur5">
   <compiler angle="radian" autolimits="true"/>
@@ -111,7 +104,7 @@ def build_scene_xml(*, timestep: float = 0.002, head_fovy: float = 55.0) -> str:
     <light pos="0 0.3 2.5" dir="0 0 -1" castshadow="false" diffuse="0.8 0.8 0.8"/>
     <light pos="0 -1 2" dir="0 0.5 -1" castshadow="false" diffuse="0.4 0.4 0.4"/>
     <geom name="table" type="box" size="0.9 0.6 0.02" pos="0 0.35 -0.02" material="table"/>
-    <camera name="head" pos="0 -0.45 0.95" xyaxes="1 0 0 0 0.64 0.77" fovy="{head_fovy}"/>
+    <camera name="head" pos="0 -0.45 0.95" xyaxes="1 0 0 0 0.64 0.77" fovy="{fovy_deg['head']}"/>
     {arms}
     <body name="cube" pos="0 0.5 0.025">
       <freejoint name="cube_joint"/>

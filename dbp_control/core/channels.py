@@ -1,0 +1,58 @@
+"""THE table of the robot's channels: topic, message type, QoS, nominal rate and frame id.
+
+Every node, launch file, the recorder, the dataset compiler and the tests read this table; nothing else
+spells a topic name. Per arm, a command is 7 values: six joint positions (rad) and a gripper closure
+(0 open .. 1 closed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from dbp_control.core.layout import CAMERAS, SIDES
+
+
+class Qos(str, Enum):
+    SENSOR_DATA = "sensor_data"  # best effort, keep last 5: fresh data beats complete data
+    RELIABLE = "reliable"  # reliable, keep last 10: ros2_controllers subscribe reliably
+
+
+@dataclass(frozen=True)
+class Channel:
+    topic: str
+    msg_type: str
+    qos: Qos
+    rate_hz: float
+    frame_id: str = ""
+
+
+def camera_frame(camera: str) -> str:
+    return f"{camera}_camera_color_optical_frame"
+
+
+CHANNELS: dict[str, Channel] = {
+    "joint_states": Channel("/joint_states", "sensor_msgs/msg/JointState", Qos.SENSOR_DATA, 125.0),
+    **{
+        f"{side}_arm_command": Channel(
+            f"/{side}_arm/forward_position_controller/commands", "std_msgs/msg/Float64MultiArray", Qos.RELIABLE, 50.0
+        )
+        for side in SIDES
+    },
+    **{
+        f"{cam}_image": Channel(f"/{cam}_camera/color/image_raw", "sensor_msgs/msg/Image", Qos.SENSOR_DATA, 30.0,
+                                camera_frame(cam))
+        for cam in CAMERAS
+    },
+    **{
+        f"{cam}_camera_info": Channel(f"/{cam}_camera/color/camera_info", "sensor_msgs/msg/CameraInfo",
+                                      Qos.SENSOR_DATA, 30.0, camera_frame(cam))
+        for cam in CAMERAS
+    },
+}
+
+
+def channel(name: str) -> Channel:
+    if name not in CHANNELS:
+        raise KeyError(f"unknown channel {name!r}; channels: {sorted(CHANNELS)}")
+    return CHANNELS[name]

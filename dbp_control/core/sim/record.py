@@ -1,0 +1,103 @@
+"""Record expert episodes through the robot's own channels into rosbag2, one bag per episode.
+
+Every channel is written at its rate from the channel table, stamped with simulated time: joint states,
+both arms' commands, and each camera's image with its CameraInfo. A bag is written under a temporary
+name and renamed when complete, so an interrupted run never leaves a half episode under a final name."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dbp_control.core.channels import CHANNELS
+from dbp_control.core.data.bags import (
+    EpisodeBagWriter,
+    camera_info_msg,
+    float64_array_msg,
+    image_msg,
+    joint_state_msg,
+)
+from dbp_control.core.layout import CAMERAS, SIDES
+from dbp_control.core.sim.experts import LiftExpert
+from dbp_control.core.sim.robot import DualArmSim
+from dbp_control.core.sim.tasks import LiftTask
+
+CONTROL_HZ = CHANNELS["left_arm_command"].rate_hz  # the expert acts at the command rate
+
+
+@dataclass(frozen=True)
+class RecordedEpisode:
+    path: Path | None  # None when a failed episode was not kept
+    seed: int
+    success: bool
+    strategy: str
+    messages: int
+    bytes: int
+
+
+class _Due:
+    """Fires at a channel's rate on the simulation clock."""
+
+    def __init__(self, rate_hz: float) -> None:
+        self.period, self.next = 1.0 / rate_hz, 0.0
+
+    def __call__(self, t: float) -> bool:
+        if t + 1e-9 < self.next:
+            return False
+        self.next += self.period
+        return True
+
+
+def record_episode(sim: DualArmSim, task: LiftTask, seed: int, out_dir: Path, *, storage: str = "mcap",
+                   distro: str = "humble", keep_failure: bool = False, start_ns: int | None = None) -> RecordedEpisode:
+    out_dir = Path(out_dir)
+    final = out_dir / f"{task.name}_seed{seed:06d}"
+    if final.exists() or final.with_name(final.name + "_failed").exists():
+        raise FileExistsError(f"episode {final} already recorded; choose another --out or seeds")
+    partial = out_dir / f".{final.name}.partial"
+    if partial.exists():
+        shutil.rmtree(partial)  # left by an interrupted run: never a finished episode
+    task.reset(sim, seed)
+    expert = LiftExpert(sim, task, np.random.default_rng(seed + 1_000_003))
+    t0_ns = time.time_ns() if start_ns is None else start_ns
+    topics = {c.topic: c.msg_type for c in CHANNELS.values()}
+    due = {name: _Due(c.rate_hz) for name, c in CHANNELS.items() if not name.endswith("_camera_info")}
+    messages = 0
+    with EpisodeBagWriter(partial, topics=topics, storage=storage, distro=distro) as bag:
+        targets = expert.targets(0.0)
+        while sim.time < expert.duration - 1e-9:
+            t = sim.time
+            stamp = t0_ns + round(t * 1e9)
+            if due["left_arm_command"](t):
+                due["right_arm_command"](t)
+                targets = expert.targets(t)
+                sim.set_targets(targets)
+                for i, side in enumerate(SIDES):
+                    bag.write(CHANNELS[f"{side}_arm_command"].topic, stamp, float64_array_msg(distro, targets[7 * i : 7 * i + 7]))
+                    messages += 1
+            if due["joint_states"](t):
+                state = sim.joint_state()
+                bag.write(CHANNELS["joint_states"].topic, stamp,
+                          joint_state_msg(distro, stamp, state.names, state.position, state.velocity))
+                messages += 1
+            for cam in CAMERAS:
+                if due[f"{cam}_image"](t):
+                    image, info = CHANNELS[f"{cam}_image"], CHANNELS[f"{cam}_camera_info"]
+                    bag.write(image.topic, stamp, image_msg(distro, stamp, image.frame_id, sim.render(cam)))
+                    bag.write(info.topic, stamp, camera_info_msg(distro, stamp, info.frame_id, sim.intrinsics[cam]))
+                    messages += 2
+            sim.step(sim.model.opt.timestep)
+        success = task.success(sim)
+        bag.close({"task": task.name, "seed": seed, "success": success, "strategy": expert.strategy,
+                   "control_hz": CONTROL_HZ, "image_size": list(sim.image_size)})
+    size = sum(f.stat().st_size for f in partial.iterdir())
+    if not success and not keep_failure:
+        shutil.rmtree(partial)
+        return RecordedEpisode(None, seed, False, expert.strategy, messages, 0)
+    target = final if success else final.with_name(final.name + "_failed")
+    partial.rename(target)
+    return RecordedEpisode(target, seed, success, expert.strategy, messages, size)

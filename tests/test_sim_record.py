@@ -1,0 +1,77 @@
+"""Recording expert episodes into rosbag2 through the robot's channels."""
+
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+
+from dbp_control.core.channels import CHANNELS
+from dbp_control.core.data.bags import read_bag, read_episode_info, stamp_ns_of
+from dbp_control.core.sim.record import record_episode
+from dbp_control.core.sim.robot import DualArmSim
+from dbp_control.core.sim.tasks import LiftTask
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return DualArmSim(image_size=(24, 32))
+
+
+def test_an_episode_has_every_channel_at_its_rate(sim, tmp_path):
+    episode = record_episode(sim, LiftTask(), 5, tmp_path, start_ns=10**18)
+    assert episode.success and episode.path == tmp_path / "lift_seed000005"
+    messages = list(read_bag(episode.path))
+    counts = Counter(m.topic for m in messages)
+    duration = 3.9  # the lift expert's schedule
+    for channel in CHANNELS.values():
+        assert counts[channel.topic] == pytest.approx(channel.rate_hz * duration, abs=2), channel.topic
+    stamps = defaultdict(list)
+    for m in messages:
+        if hasattr(m.msg, "header"):
+            stamps[m.topic].append(stamp_ns_of(m.msg))
+            assert m.msg.header.stamp.sec >= 10**9
+    assert all(s == sorted(s) for s in stamps.values())
+    image = next(m.msg for m in messages if m.topic == CHANNELS["head_image"].topic)
+    assert (image.height, image.width, image.encoding) == (24, 32, "rgb8")
+    assert image.header.frame_id == "head_camera_color_optical_frame"
+    info = next(m.msg for m in messages if m.topic == CHANNELS["head_camera_info"].topic)
+    np.testing.assert_allclose(info.k[[0, 2, 4, 5]], [615 * 32 / 640, 16, 615 * 24 / 480, 12])
+    joints = next(m.msg for m in messages if m.topic == "/joint_states")
+    assert len(joints.name) == 14 and joints.name[0] == "left_shoulder_pan_joint"
+    command = next(m.msg for m in messages if m.topic == CHANNELS["left_arm_command"].topic)
+    assert len(command.data) == 7
+    assert read_episode_info(episode.path) == {"task": "lift", "seed": 5, "success": True, "strategy": episode.strategy,
+                                               "control_hz": 50.0, "image_size": [24, 32]}
+
+
+def test_failures_are_dropped_unless_kept_and_then_marked(sim, tmp_path):
+    impossible = LiftTask(lift_height=1.0)
+    dropped = record_episode(sim, impossible, 1, tmp_path)
+    assert dropped.path is None and not dropped.success
+    assert not any(tmp_path.iterdir())
+    kept = record_episode(sim, impossible, 1, tmp_path, keep_failure=True)
+    assert kept.path == tmp_path / "lift_seed000001_failed"
+    assert read_episode_info(kept.path)["success"] is False
+
+
+def test_an_existing_episode_is_not_recorded_again(sim, tmp_path):
+    first = record_episode(sim, LiftTask(), 2, tmp_path)
+    before = {p.name: p.stat().st_size for p in first.path.iterdir()}
+    with pytest.raises(FileExistsError, match="already recorded"):
+        record_episode(sim, LiftTask(), 2, tmp_path)
+    assert {p.name: p.stat().st_size for p in first.path.iterdir()} == before
+
+
+def test_cli_records_and_summarises(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "dbp_control.cli.main", "sim", "record", "--task", "lift", "--episodes", "2",
+           "--out", str(tmp_path), "--image-size", "24x32", "--storage", "sqlite3", "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "lift: 2/2 successful" in done.stdout and "episodes per minute" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lift_seed000000", "lift_seed000001"]
+    assert list((tmp_path / "lift_seed000000").glob("*.db3"))
+    bad = subprocess.run(cmd[:6] + ["juggle"] + cmd[7:], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown task 'juggle'" in bad.stderr
