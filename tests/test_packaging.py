@@ -67,3 +67,10 @@ def test_colcon_build_installs_scripts_and_share_files(tmp_path):
     run = subprocess.run([sys.executable, str(prefix / "lib" / "dbp_control" / "dbp"), "--help"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0 and "bench" in run.stdout
+    # the installed package finds its calibration under share/, away from the source tree
+    probe = ("import dbp_control.core.calibration as c; "
+             "print(c.CALIBRATION_DIR); print(c.load_camera_intrinsics('head').width)")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert run.returncode == 0, run.stderr
+    found, width = run.stdout.split()
+    assert Path(found) == share / "calibration" and width == "640"
