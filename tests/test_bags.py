@@ -77,6 +77,25 @@ def test_round_trip_every_message(tmp_path, storage, distro):
     assert stamp_ns_of(read[0].msg) == written[0][1]
 
 
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_compressed_bags_round_trip_and_are_smaller(tmp_path, storage):
+    # flat images, as rendered scenes largely are: compressible
+    written = [("/cameras/head/color/image_raw", t, image_msg("humble", t, "f", np.full((96, 128, 3), 90, np.uint8)))
+               for t in range(1, 40)]
+    sizes = {}
+    for compress in (False, True):
+        path = tmp_path / f"ep_{compress}"
+        with EpisodeBagWriter(path, topics=TOPICS, storage=storage, compress=compress) as bag:
+            for topic, t, msg in written:
+                bag.write(topic, t, msg)
+        sizes[compress] = sum(f.stat().st_size for f in path.iterdir() if f.name != "metadata.yaml")
+        metadata = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        assert metadata["compression_mode"].upper() == ("MESSAGE" if compress else "")
+        for (_, _, original), message in zip(written, read_bag(path), strict=True):
+            _same(original, message.msg)
+    assert sizes[True] < sizes[False] / 4
+
+
 def test_an_existing_episode_is_never_overwritten(tmp_path):
     path = tmp_path / "ep"
     with EpisodeBagWriter(path, topics=TOPICS) as bag:

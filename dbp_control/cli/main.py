@@ -78,7 +78,7 @@ def _sim_record(args: argparse.Namespace) -> int:
     bar = tqdm(range(args.seed, args.seed + args.episodes), desc=f"record {args.task}", disable=args.quiet)
     for seed in bar:
         episode = record_episode(sim, task, seed, args.out, storage=args.storage, distro=args.distro,
-                                 keep_failure=args.keep_failures)
+                                 compress=args.compress, keep_failure=args.keep_failures)
         results.append(episode)
         bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
     minutes = (time.perf_counter() - start) / 60
@@ -89,7 +89,8 @@ def _sim_record(args: argparse.Namespace) -> int:
         ok, total = by_strategy[(strategy, True)], by_strategy[(strategy, True)] + by_strategy[(strategy, False)]
         print(f"  {strategy}: {ok}/{total}")
     print(f"{len(results) / minutes:.1f} episodes per minute; "
-          f"{np.mean([r.bytes for r in kept]) / 1e6 if kept else 0:.1f} MB per kept episode ({args.storage}, "
+          f"{np.mean([r.bytes for r in kept]) / 1e6 if kept else 0:.1f} MB per kept episode ({args.storage}"
+          f"{', zstd' if args.compress else ''}, "
           f"{args.image_size[0]}x{args.image_size[1]} images)")
     return 0
 
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     rec.add_argument("--distro", choices=("humble", "jazzy"), default="humble")
     rec.add_argument("--image-size", type=_image_size, default=(240, 320), help="HEIGHTxWIDTH of recorded images")
+    rec.add_argument("--compress", action="store_true", help="rosbag2 per-message zstd compression")
     rec.add_argument("--keep-failures", action="store_true", help="also keep failed episodes (suffix _failed)")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(func=_sim_record)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
@@ -101,7 +102,9 @@ class EpisodeBagWriter:
     """Writes one episode. Refuses an existing path, so nothing recorded is ever overwritten; on an
     exception inside `with`, what was written so far is closed into a readable bag."""
 
-    def __init__(self, path: Path, *, topics: Mapping[str, str], storage: str = "mcap", distro: str = "humble") -> None:
+    def __init__(self, path: Path, *, topics: Mapping[str, str], storage: str = "mcap", distro: str = "humble",
+                 compress: bool = False) -> None:
+        """`compress`: rosbag2 per-message zstd compression (rendered images shrink many times over)."""
         if storage not in STORAGES:
             raise ValueError(f"unknown bag storage {storage!r}; known: {sorted(STORAGES)}")
         self.path = Path(path)
@@ -113,6 +116,8 @@ class EpisodeBagWriter:
         if unknown:
             raise ValueError(f"message types unknown to the {distro} typestore: {unknown}")
         self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=STORAGES[storage])
+        if compress:
+            self._writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
         self._writer.open()
         self._connections = {
             topic: (self._writer.add_connection(topic, msgtype, typestore=self._ts), msgtype)

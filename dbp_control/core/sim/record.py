@@ -53,7 +53,8 @@ class _Due:
 
 
 def record_episode(sim: DualArmSim, task: LiftTask, seed: int, out_dir: Path, *, storage: str = "mcap",
-                   distro: str = "humble", keep_failure: bool = False, start_ns: int | None = None) -> RecordedEpisode:
+                   distro: str = "humble", compress: bool = False, keep_failure: bool = False,
+                   start_ns: int | None = None) -> RecordedEpisode:
     out_dir = Path(out_dir)
     final = out_dir / f"{task.name}_seed{seed:06d}"
     if final.exists() or final.with_name(final.name + "_failed").exists():
@@ -67,7 +68,7 @@ def record_episode(sim: DualArmSim, task: LiftTask, seed: int, out_dir: Path, *,
     topics = {c.topic: c.msg_type for c in CHANNELS.values()}
     due = {name: _Due(c.rate_hz) for name, c in CHANNELS.items() if not name.endswith("_camera_info")}
     messages = 0
-    with EpisodeBagWriter(partial, topics=topics, storage=storage, distro=distro) as bag:
+    with EpisodeBagWriter(partial, topics=topics, storage=storage, distro=distro, compress=compress) as bag:
         targets = expert.targets(0.0)
         while sim.time < expert.duration - 1e-9:
             t = sim.time
