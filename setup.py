@@ -32,6 +32,7 @@ setup(
     install_requires=[
         "numpy", "torch>=2.3", "tqdm", "pyyaml", "matplotlib", "rosbags>=0.11",
         "mujoco==3.3.0",  # the version robosuite, gymnasium-robotics and metaworld accept (4.0 breaks them)
+        "gymnasium>=1.0",
     ],
     extras_require={
         "cpu": ["onnxruntime"],  # never together with onnxruntime-gpu: they share the module name
