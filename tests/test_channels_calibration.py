@@ -13,6 +13,8 @@ def test_channel_table_is_consistent():
     for distro in ("humble", "jazzy"):
         assert all(c.msg_type in typestore(distro).types for c in CHANNELS.values())
     assert all(c.rate_hz > 0 for c in CHANNELS.values())
+    # the recorder and the command node drive both arms from one clock
+    assert channel("left_arm_command").rate_hz == channel("right_arm_command").rate_hz
     for cam in CAMERAS:
         assert channel(f"{cam}_image").frame_id == channel(f"{cam}_camera_info").frame_id != ""
     with pytest.raises(KeyError, match="unknown channel 'lidar'"):

@@ -66,27 +66,28 @@ def record_episode(sim: DualArmSim, task: LiftTask, seed: int, out_dir: Path, *,
     expert = LiftExpert(sim, task, np.random.default_rng(seed + 1_000_003))
     t0_ns = time.time_ns() if start_ns is None else start_ns
     topics = {c.topic: c.msg_type for c in CHANNELS.values()}
-    due = {name: _Due(c.rate_hz) for name, c in CHANNELS.items() if not name.endswith("_camera_info")}
+    command_due = _Due(CONTROL_HZ)  # both arms' commands
+    joints_due = _Due(CHANNELS["joint_states"].rate_hz)
+    image_due = {cam: _Due(CHANNELS[f"{cam}_image"].rate_hz) for cam in CAMERAS}  # CameraInfo goes with each image
     messages = 0
     with EpisodeBagWriter(partial, topics=topics, storage=storage, distro=distro, compress=compress) as bag:
         targets = expert.targets(0.0)
         while sim.time < expert.duration - 1e-9:
             t = sim.time
             stamp = t0_ns + round(t * 1e9)
-            if due["left_arm_command"](t):
-                due["right_arm_command"](t)
+            if command_due(t):
                 targets = expert.targets(t)
                 sim.set_targets(targets)
                 for i, side in enumerate(SIDES):
                     bag.write(CHANNELS[f"{side}_arm_command"].topic, stamp, float64_array_msg(distro, targets[7 * i : 7 * i + 7]))
                     messages += 1
-            if due["joint_states"](t):
+            if joints_due(t):
                 state = sim.joint_state()
                 bag.write(CHANNELS["joint_states"].topic, stamp,
                           joint_state_msg(distro, stamp, state.names, state.position, state.velocity))
                 messages += 1
             for cam in CAMERAS:
-                if due[f"{cam}_image"](t):
+                if image_due[cam](t):
                     image, info = CHANNELS[f"{cam}_image"], CHANNELS[f"{cam}_camera_info"]
                     bag.write(image.topic, stamp, image_msg(distro, stamp, image.frame_id, sim.render(cam)))
                     bag.write(info.topic, stamp, camera_info_msg(distro, stamp, info.frame_id, sim.intrinsics[cam]))
