@@ -67,3 +67,25 @@ def test_lift_expert_succeeds_with_both_grasp_strategies(sim):
     assert sum(ok for ok, _ in results) >= 7
     assert {strategy for _, strategy in results} == {"grasp_x_faces", "grasp_y_faces"}
     assert task.reward(sim) > 1.5  # the last episode ends with the cube held up
+
+
+def test_handover_expert_passes_the_cube_with_either_arm_giving(sim):
+    task = make_task("handover")
+    results = [run_episode(sim, task, seed) for seed in range(8)]
+    assert sum(ok for ok, _ in results) >= 7
+    assert {strategy.split("_")[0] for _, strategy in results} == {"left", "right"}
+    assert task.first_holder is not None and task.reward(sim) > 1.5
+
+
+def test_lifting_without_handing_over_is_not_a_handover(sim):
+    from dbp_control.core.sim.experts import LiftExpert
+
+    task = make_task("handover")
+    task.reset(sim, 0)
+    expert = LiftExpert(sim, LiftTask(), np.random.default_rng(0))  # the left arm lifts and keeps it
+    for k in range(int(expert.duration / 0.02)):
+        sim.set_targets(expert.targets(k * 0.02))
+        sim.step(0.02)
+        task.observe(sim)
+    assert task.first_holder == "left"
+    assert not task.success(sim)

@@ -75,3 +75,12 @@ def test_cli_records_and_summarises(tmp_path):
     assert list((tmp_path / "lift_seed000000").glob("*.db3"))
     bad = subprocess.run(cmd[:6] + ["juggle"] + cmd[7:], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown task 'juggle'" in bad.stderr
+
+
+def test_handover_episodes_record_their_success(sim, tmp_path):
+    from dbp_control.core.sim.tasks import make_task
+
+    episode = record_episode(sim, make_task("handover"), 2, tmp_path)
+    assert episode.success and episode.path.name == "handover_seed000002"
+    info = read_episode_info(episode.path)
+    assert info["task"] == "handover" and info["strategy"] == episode.strategy and info["success"] is True

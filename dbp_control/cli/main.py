@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sims.add_parser("record", help="record scripted-expert episodes into rosbag2, one bag per episode",
                           description="Runs the task's expert through the robot's channels (joint states, arm "
                           "commands, three cameras with CameraInfo) and writes one rosbag2 per episode.")
-    rec.add_argument("--task", required=True, help="task name (lift)")
+    rec.add_argument("--task", required=True, help="task name (lift, handover)")
     rec.add_argument("--episodes", type=_positive_int, required=True)
     rec.add_argument("--out", type=Path, required=True, help="folder for the bags")
     rec.add_argument("--seed", type=int, default=0, help="first seed; episode k uses seed + k")

@@ -67,6 +67,7 @@ class DualArmEnv(gym.Env):
                              f"({len(SIDES)} arms x 6 joints + gripper), got {action.shape}")
         self.sim.set_targets(action)  # rejects NaN / inf with a named error
         self.sim.step(self.control_dt)
+        self.task.observe(self.sim)
         success = self.task.success(self.sim)
         truncated = self.sim.time >= self.max_seconds - 1e-9
         return self._observation(), self.task.reward(self.sim), success, truncated, {"success": success}

@@ -10,13 +10,13 @@ import numpy as np
 
 from dbp_control.core.sim.ik import tool_down_rotation
 from dbp_control.core.sim.robot import HOME_ARM, DualArmSim
-from dbp_control.core.sim.tasks import CUBE_HALF, LiftTask
+from dbp_control.core.sim.tasks import CUBE_HALF, HandoverTask, LiftTask, Task
 
 
 @dataclass(frozen=True)
 class Waypoint:
     position: np.ndarray  # tool centre point, world frame
-    yaw: float  # tool x axis in the table plane
+    rotation: np.ndarray  # tool orientation, world frame [3, 3]
     gripper: float  # 0 open .. 1 closed
     duration: float  # seconds to get there from the previous waypoint
 
@@ -42,7 +42,7 @@ class WaypointFollower:
         alpha = np.clip((t - seg_start) / self.waypoints[k].duration, 0.0, 1.0)
         goal = self.waypoints[k]
         position = begin + alpha * (goal.position - begin)
-        return self.ik.targets(position, tool_down_rotation(goal.yaw)), goal.gripper
+        return self.ik.targets(position, goal.rotation), goal.gripper
 
 
 class LiftExpert:
@@ -59,12 +59,13 @@ class LiftExpert:
         yaw = cube_yaw + (0.0 if self.strategy == "grasp_x_faces" else np.pi / 2)
         yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # the gripper is symmetric: keep the wrist turn small
         grasp = cube + [0.0, 0.0, 0.005 - CUBE_HALF * 0.2]
+        down = tool_down_rotation(yaw)
         self.follower = WaypointFollower(sim, "left", [
-            Waypoint(cube + [0, 0, 0.12], yaw, 0.0, 1.2),
-            Waypoint(grasp, yaw, 0.0, 0.8),
-            Waypoint(grasp, yaw, 1.0, 0.5),
-            Waypoint(grasp + [0, 0, task.lift_height + 0.07], yaw, 1.0, 1.0),
-            Waypoint(grasp + [0, 0, task.lift_height + 0.07], yaw, 1.0, 0.4),
+            Waypoint(cube + [0, 0, 0.12], down, 0.0, 1.2),
+            Waypoint(grasp, down, 0.0, 0.8),
+            Waypoint(grasp, down, 1.0, 0.5),
+            Waypoint(grasp + [0, 0, task.lift_height + 0.07], down, 1.0, 1.0),
+            Waypoint(grasp + [0, 0, task.lift_height + 0.07], down, 1.0, 0.4),
         ])
         self.sim = sim
 
@@ -77,12 +78,81 @@ class LiftExpert:
         return np.concatenate([arm, [gripper], HOME_ARM, [0.0]])
 
 
-def run_episode(sim: DualArmSim, task: LiftTask, seed: int, *, control_hz: float = 50.0) -> tuple[bool, str]:
+def tool_sideways_rotation(toward: float) -> np.ndarray:
+    """Tool z axis horizontal along world x (toward = +1 or -1), fingers closing vertically."""
+    z = np.array([toward, 0.0, 0.0])
+    x = np.array([0.0, 0.0, 1.0])
+    return np.stack([x, np.cross(z, x), z], axis=1)
+
+
+class HandoverExpert:
+    """The giver (left or right, a fair coin) grasps the cube's y faces from above and brings it to the
+    middle at a low or high handover height (a fair coin); the receiver comes in sideways from its own
+    side, closes on the top and bottom faces, the giver lets go and rises, the receiver carries it off."""
+
+    HEIGHTS = {"low": 0.22, "high": 0.32}
+
+    def __init__(self, sim: DualArmSim, task: HandoverTask, rng: np.random.Generator) -> None:
+        giver = str(rng.choice(["left", "right"]))
+        receiver = "right" if giver == "left" else "left"
+        level = str(rng.choice(list(self.HEIGHTS)))
+        self.strategy = f"{giver}_gives_{level}"
+        self.giver, self.receiver = giver, receiver
+        cube = sim.object_position("cube")
+        quat = sim.data.body("cube").xquat
+        down = tool_down_rotation(2 * np.arctan2(quat[3], quat[0]) + np.pi / 2)  # fingers on the y faces
+        grasp = cube + [0.0, 0.0, 0.005 - CUBE_HALF * 0.2]
+        meet = np.array([0.0, 0.5, self.HEIGHTS[level]])
+        out = 1.0 if receiver == "right" else -1.0  # the receiver's side of the table
+        side = tool_sideways_rotation(-out)
+        wait = sim.site_position(f"{receiver}_tcp") + [0.0, 0.0, 0.1]
+        up = tool_down_rotation(0.0)
+        reach = meet + [out * 0.005, 0.0, 0.0]
+        # one time line for both arms: pick (2.5 s), meet (3 s), close (0.5 s), release, retreat, carry off
+        self.followers = {
+            giver: WaypointFollower(sim, giver, [
+                Waypoint(cube + [0, 0, 0.12], down, 0.0, 1.2), Waypoint(grasp, down, 0.0, 0.8),
+                Waypoint(grasp, down, 1.0, 0.5), Waypoint(meet, down, 1.0, 1.5), Waypoint(meet, down, 1.0, 1.5),
+                Waypoint(meet, down, 1.0, 0.5), Waypoint(meet, down, 0.0, 0.4),
+                Waypoint(meet + [0, 0, 0.12], down, 0.0, 0.8), Waypoint(meet + [0, 0, 0.12], down, 0.0, 0.8),
+            ]),
+            receiver: WaypointFollower(sim, receiver, [
+                Waypoint(wait, up, 0.0, 1.2), Waypoint(wait, up, 0.0, 0.8), Waypoint(wait, up, 0.0, 0.5),
+                Waypoint(meet + [out * 0.15, 0, 0], side, 0.0, 1.5), Waypoint(reach, side, 0.0, 1.5),
+                Waypoint(reach, side, 1.0, 0.5), Waypoint(reach, side, 1.0, 0.4),
+                Waypoint(reach, side, 1.0, 0.8), Waypoint(meet + [out * 0.2, 0, 0], side, 1.0, 0.8),
+            ]),
+        }
+
+    @property
+    def duration(self) -> float:
+        return self.followers[self.giver].duration
+
+    def targets(self, t: float) -> np.ndarray:
+        parts = []
+        for side in ("left", "right"):
+            arm, gripper = self.followers[side].arm_targets(t)
+            parts += [arm, [gripper]]
+        return np.concatenate(parts)
+
+
+EXPERTS = {"lift": LiftExpert, "handover": HandoverExpert}
+
+
+def make_expert(sim: DualArmSim, task: Task, rng: np.random.Generator) -> LiftExpert | HandoverExpert:
+    """The scripted expert of `task`, with its strategy drawn from `rng`."""
+    if task.name not in EXPERTS:
+        raise ValueError(f"no scripted expert for task {task.name!r}; experts: {sorted(EXPERTS)}")
+    return EXPERTS[task.name](sim, task, rng)
+
+
+def run_episode(sim: DualArmSim, task: Task, seed: int, *, control_hz: float = 50.0) -> tuple[bool, str]:
     """Reset `task` with `seed`, run its expert to the end; (success, strategy)."""
     task.reset(sim, seed)
-    expert = LiftExpert(sim, task, np.random.default_rng(seed + 1_000_003))
+    expert = make_expert(sim, task, np.random.default_rng(seed + 1_000_003))
     dt = 1.0 / control_hz
     for k in range(int(np.ceil(expert.duration / dt))):
         sim.set_targets(expert.targets(k * dt))
         sim.step(dt)
+        task.observe(sim)
     return task.success(sim), expert.strategy

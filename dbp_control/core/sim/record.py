@@ -22,9 +22,9 @@ from dbp_control.core.data.bags import (
     joint_state_msg,
 )
 from dbp_control.core.layout import CAMERAS, SIDES
-from dbp_control.core.sim.experts import LiftExpert
+from dbp_control.core.sim.experts import make_expert
 from dbp_control.core.sim.robot import DualArmSim
-from dbp_control.core.sim.tasks import LiftTask
+from dbp_control.core.sim.tasks import Task
 
 CONTROL_HZ = CHANNELS["left_arm_command"].rate_hz  # the expert acts at the command rate
 
@@ -52,7 +52,7 @@ class _Due:
         return True
 
 
-def record_episode(sim: DualArmSim, task: LiftTask, seed: int, out_dir: Path, *, storage: str = "mcap",
+def record_episode(sim: DualArmSim, task: Task, seed: int, out_dir: Path, *, storage: str = "mcap",
                    distro: str = "humble", compress: bool = False, keep_failure: bool = False,
                    start_ns: int | None = None) -> RecordedEpisode:
     out_dir = Path(out_dir)
@@ -63,7 +63,7 @@ def record_episode(sim: DualArmSim, task: LiftTask, seed: int, out_dir: Path, *,
     if partial.exists():
         shutil.rmtree(partial)  # left by an interrupted run: never a finished episode
     task.reset(sim, seed)
-    expert = LiftExpert(sim, task, np.random.default_rng(seed + 1_000_003))
+    expert = make_expert(sim, task, np.random.default_rng(seed + 1_000_003))
     t0_ns = time.time_ns() if start_ns is None else start_ns
     topics = {c.topic: c.msg_type for c in CHANNELS.values()}
     command_due = _Due(CONTROL_HZ)  # both arms' commands
@@ -93,6 +93,8 @@ def record_episode(sim: DualArmSim, task: LiftTask, seed: int, out_dir: Path, *,
                     bag.write(info.topic, stamp, camera_info_msg(distro, stamp, info.frame_id, sim.intrinsics[cam]))
                     messages += 2
             sim.step(sim.model.opt.timestep)
+            if command_due.next - sim.time < 1e-9:  # a control step ends: let the task observe it
+                task.observe(sim)
         success = task.success(sim)
         bag.close({"task": task.name, "seed": seed, "success": success, "strategy": expert.strategy,
                    "control_hz": CONTROL_HZ, "image_size": list(sim.image_size)})

@@ -3,13 +3,43 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
+from dbp_control.core.layout import SIDES
 from dbp_control.core.sim.robot import DualArmSim
 
 TABLE_TOP_Z = 0.0
 CUBE_HALF = 0.025
+HELD_DISTANCE = 0.04  # cube centre within this of a tool centre point: that arm holds it
+
+
+def cube_height(sim: DualArmSim) -> float:
+    return float(sim.object_position("cube")[2] - CUBE_HALF - TABLE_TOP_Z)
+
+
+def holding_arm(sim: DualArmSim, min_height: float = 0.03) -> str | None:
+    """The arm whose tool centre point is at the lifted cube, or None."""
+    if cube_height(sim) < min_height:
+        return None
+    cube = sim.object_position("cube")
+    for side in SIDES:
+        if np.linalg.norm(sim.site_position(f"{side}_tcp") - cube) < HELD_DISTANCE:
+            return side
+    return None
+
+
+class Task(Protocol):
+    name: str
+
+    def reset(self, sim: DualArmSim, seed: int) -> None: ...
+
+    def observe(self, sim: DualArmSim) -> None: ...
+
+    def success(self, sim: DualArmSim) -> bool: ...
+
+    def reward(self, sim: DualArmSim) -> float: ...
 
 
 @dataclass
@@ -26,22 +56,56 @@ class LiftTask:
         yaw = rng.uniform(-np.pi / 4, np.pi / 4)
         sim.set_object_pose("cube", np.array([x, y, TABLE_TOP_Z + CUBE_HALF]), yaw)
 
-    def cube_height(self, sim: DualArmSim) -> float:
-        return float(sim.object_position("cube")[2] - CUBE_HALF - TABLE_TOP_Z)
+    def observe(self, sim: DualArmSim) -> None:
+        """Called after every control step; lift needs no history."""
 
     def success(self, sim: DualArmSim) -> bool:
-        return self.cube_height(sim) >= self.lift_height
+        return cube_height(sim) >= self.lift_height
 
     def reward(self, sim: DualArmSim) -> float:
         """Dense: approach the cube, then raise it (0 .. 2)."""
         reach = np.linalg.norm(sim.site_position("left_tcp") - sim.object_position("cube"))
-        return float(1 - np.tanh(5 * reach) + min(self.cube_height(sim), self.lift_height) / self.lift_height)
+        return float(1 - np.tanh(5 * reach) + min(cube_height(sim), self.lift_height) / self.lift_height)
 
 
-TASKS = {"lift": LiftTask}
+@dataclass
+class HandoverTask:
+    """Either arm lifts the cube from the middle of the table and hands it to the other, which ends up
+    holding it at least `min_height` up while the first arm has let go and moved away."""
+
+    name: str = "handover"
+    min_height: float = 0.1
+    first_holder: str | None = None
+
+    def reset(self, sim: DualArmSim, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        sim.reset()
+        x, y, yaw = rng.uniform(-0.08, 0.08), rng.uniform(0.45, 0.55), rng.uniform(-0.3, 0.3)
+        sim.set_object_pose("cube", np.array([x, y, TABLE_TOP_Z + CUBE_HALF]), yaw)
+        self.first_holder = None
+
+    def observe(self, sim: DualArmSim) -> None:
+        if self.first_holder is None:
+            self.first_holder = holding_arm(sim)
+
+    def success(self, sim: DualArmSim) -> bool:
+        holder = holding_arm(sim, self.min_height)
+        if self.first_holder is None or holder in (None, self.first_holder):
+            return False
+        away = np.linalg.norm(sim.site_position(f"{self.first_holder}_tcp") - sim.object_position("cube"))
+        return bool(away > 2 * HELD_DISTANCE)
+
+    def reward(self, sim: DualArmSim) -> float:
+        """Dense: raise the cube (0 .. 1), plus 1 while the second arm holds it."""
+        holder = holding_arm(sim)
+        handed = self.first_holder is not None and holder not in (None, self.first_holder)
+        return float(min(cube_height(sim), self.min_height) / self.min_height + handed)
 
 
-def make_task(name: str):
+TASKS = {"lift": LiftTask, "handover": HandoverTask}
+
+
+def make_task(name: str) -> Task:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}")
     return TASKS[name]()
