@@ -89,3 +89,35 @@ def test_lifting_without_handing_over_is_not_a_handover(sim):
         task.observe(sim)
     assert task.first_holder == "left"
     assert not task.success(sim)
+
+
+def test_transport_expert_puts_the_cube_in_the_box_with_either_arm_on_the_lid(sim):
+    task = make_task("transport")
+    results = [run_episode(sim, task, seed) for seed in range(6)]
+    assert sum(ok for ok, _ in results) >= 5
+    assert {strategy for _, strategy in results} == {"left_lifts_lid", "right_lifts_lid"}
+    assert task.reward(sim) == 2.0
+
+
+def test_a_cube_on_the_lid_is_not_in_the_box(sim):
+    from dbp_control.core.sim.scene import BOX_HEIGHT, BOX_POS
+
+    task = make_task("transport")
+    task.reset(sim, 0)
+    assert not task.success(sim)
+    sim.set_object_pose("cube", np.array([BOX_POS[0], BOX_POS[1] + 0.05, BOX_HEIGHT + 0.04]), 0.0)
+    sim.step(0.5)
+    assert not task.success(sim)
+
+
+def test_cli_reports_expert_success_per_strategy():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "dbp_control.cli.main", "sim", "experts", "--task", "transport",
+                           "--episodes", "2", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "transport  all" in done.stdout and "/2" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "dbp_control.cli.main", "sim", "experts", "--task", "juggle"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown task 'juggle'" in bad.stderr

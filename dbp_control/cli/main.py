@@ -95,6 +95,34 @@ def _sim_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sim_experts(args: argparse.Namespace) -> int:
+    import time
+    from collections import Counter
+
+    from tqdm.auto import tqdm
+
+    from dbp_control.core.sim.experts import run_episode
+    from dbp_control.core.sim.robot import DualArmSim
+    from dbp_control.core.sim.tasks import TASKS, make_task
+
+    names = sorted(TASKS) if args.task == "all" else [args.task]
+    tasks = [make_task(name) for name in names]  # unknown names fail before any simulation
+    sim = DualArmSim()
+    print(f"{'task':<10} {'strategy':<18} {'success':>9}")
+    for task in tasks:
+        start = time.perf_counter()
+        outcomes = Counter()
+        for seed in tqdm(range(args.seed, args.seed + args.episodes), desc=task.name, disable=args.quiet, leave=False):
+            ok, strategy = run_episode(sim, task, seed)
+            outcomes[(strategy, ok)] += 1
+        for strategy in sorted({s for s, _ in outcomes}):
+            ok, total = outcomes[(strategy, True)], outcomes[(strategy, True)] + outcomes[(strategy, False)]
+            print(f"{task.name:<10} {strategy:<18} {ok:>4}/{total:<4}")
+        done = sum(n for (_, ok), n in outcomes.items() if ok)
+        print(f"{task.name:<10} {'all':<18} {done:>4}/{args.episodes:<4} ({time.perf_counter() - start:.1f} s, no rendering)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbp", description="Drift-Based Policy control stack")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -129,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sims.add_parser("record", help="record scripted-expert episodes into rosbag2, one bag per episode",
                           description="Runs the task's expert through the robot's channels (joint states, arm "
                           "commands, three cameras with CameraInfo) and writes one rosbag2 per episode.")
-    rec.add_argument("--task", required=True, help="task name (lift, handover)")
+    rec.add_argument("--task", required=True, help="task name (lift, handover, transport)")
     rec.add_argument("--episodes", type=_positive_int, required=True)
     rec.add_argument("--out", type=Path, required=True, help="folder for the bags")
     rec.add_argument("--seed", type=int, default=0, help="first seed; episode k uses seed + k")
@@ -140,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--keep-failures", action="store_true", help="also keep failed episodes (suffix _failed)")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(func=_sim_record)
+    check = sims.add_parser("experts", help="success rate of the scripted experts per task and strategy",
+                            description="Runs each task's expert on consecutive seeds (no rendering, nothing "
+                            "written) and prints successes per strategy.")
+    check.add_argument("--task", default="all", help="task name, or all")
+    check.add_argument("--episodes", type=_positive_int, default=50)
+    check.add_argument("--seed", type=int, default=0, help="first seed")
+    check.add_argument("--quiet", action="store_true", help="no progress bar")
+    check.set_defaults(func=_sim_experts)
     return parser
 
 

@@ -10,7 +10,8 @@ import numpy as np
 
 from dbp_control.core.sim.ik import tool_down_rotation
 from dbp_control.core.sim.robot import HOME_ARM, DualArmSim
-from dbp_control.core.sim.tasks import CUBE_HALF, HandoverTask, LiftTask, Task
+from dbp_control.core.sim.scene import BOX_HEIGHT, BOX_POS
+from dbp_control.core.sim.tasks import CUBE_HALF, HandoverTask, LiftTask, Task, TransportTask
 
 
 @dataclass(frozen=True)
@@ -136,10 +137,53 @@ class HandoverExpert:
         return np.concatenate(parts)
 
 
-EXPERTS = {"lift": LiftExpert, "handover": HandoverExpert}
+class TransportExpert:
+    """One arm (a fair coin) lifts the lid by its knob and holds it aside on its own side; meanwhile the
+    other picks the cube, waits for the lid to clear, and drops the cube into the box."""
+
+    def __init__(self, sim: DualArmSim, task: TransportTask, rng: np.random.Generator) -> None:
+        lid_arm = str(rng.choice(["left", "right"]))
+        placer = "right" if lid_arm == "left" else "left"
+        self.strategy = f"{lid_arm}_lifts_lid"
+        knob = sim.data.geom("knob").xpos.copy()
+        aside = np.array([0.25 if lid_arm == "right" else -0.25, BOX_POS[1], 0.25])
+        cube = sim.object_position("cube")
+        quat = sim.data.body("cube").xquat
+        cube_down = tool_down_rotation(2 * np.arctan2(quat[3], quat[0]))
+        down = tool_down_rotation(0.0)
+        grasp = cube + [0.0, 0.0, 0.005 - CUBE_HALF * 0.2]
+        drop = np.array([BOX_POS[0], BOX_POS[1], BOX_HEIGHT + 0.1])
+        self.lid_arm = lid_arm
+        self.followers = {
+            lid_arm: WaypointFollower(sim, lid_arm, [
+                Waypoint(knob + [0, 0, 0.1], down, 0.0, 1.2), Waypoint(knob, down, 0.0, 0.8),
+                Waypoint(knob, down, 1.0, 0.5), Waypoint(knob + [0, 0, 0.14], down, 1.0, 0.8),
+                Waypoint(aside, down, 1.0, 1.0), Waypoint(aside, down, 1.0, 2.2),
+            ]),
+            placer: WaypointFollower(sim, placer, [
+                Waypoint(cube + [0, 0, 0.12], cube_down, 0.0, 1.2), Waypoint(grasp, cube_down, 0.0, 0.8),
+                Waypoint(grasp, cube_down, 1.0, 0.5), Waypoint(grasp + [0, 0, 0.18], cube_down, 1.0, 0.8),
+                Waypoint(grasp + [0, 0, 0.18], cube_down, 1.0, 1.0), Waypoint(drop, cube_down, 1.0, 1.0),
+                Waypoint(drop, cube_down, 0.0, 0.5), Waypoint(drop + [0, 0, 0.1], cube_down, 0.0, 0.7),
+            ]),
+        }
+
+    @property
+    def duration(self) -> float:
+        return self.followers[self.lid_arm].duration
+
+    def targets(self, t: float) -> np.ndarray:
+        parts = []
+        for side in ("left", "right"):
+            arm, gripper = self.followers[side].arm_targets(t)
+            parts += [arm, [gripper]]
+        return np.concatenate(parts)
 
 
-def make_expert(sim: DualArmSim, task: Task, rng: np.random.Generator) -> LiftExpert | HandoverExpert:
+EXPERTS = {"lift": LiftExpert, "handover": HandoverExpert, "transport": TransportExpert}
+
+
+def make_expert(sim: DualArmSim, task: Task, rng: np.random.Generator) -> LiftExpert | HandoverExpert | TransportExpert:
     """The scripted expert of `task`, with its strategy drawn from `rng`."""
     if task.name not in EXPERTS:
         raise ValueError(f"no scripted expert for task {task.name!r}; experts: {sorted(EXPERTS)}")

@@ -15,6 +15,10 @@ from dbp_control.core.layout import ARM_JOINTS, CAMERAS, SIDES
 GRIPPER_STROKE = 0.04  # m per finger, fully open
 ROT_Y_90 = "0.7071068 0 0.7071068 0"  # rpy (0, pi/2, 0)
 TOOL_Z_ALONG_Y = "0.7071068 -0.7071068 0 0"  # the flange's approach axis (z) along wrist_3's y
+BOX_POS = (0.0, 0.72)  # an open box at the back of the table, with a lid (transport)
+BOX_INNER = 0.07  # half inner width
+BOX_WALL = 0.005  # half wall thickness
+BOX_HEIGHT = 0.08
 BASE_X = 0.35  # each arm's base this far left / right of the table centre
 BASE_FACING_FORWARD = "0.7071068 0 0 0.7071068"  # yaw 90 deg: at shoulder_pan = 0 the arm reaches over the table (+y)
 
@@ -106,6 +110,18 @@ def build_scene_xml(fovy_deg: Mapping[str, float], *, timestep: float = 0.002) -
     <geom name="table" type="box" size="0.9 0.6 0.02" pos="0 0.35 -0.02" material="table"/>
     <camera name="head" pos="0 -0.45 0.95" xyaxes="1 0 0 0 0.64 0.77" fovy="{fovy_deg['head']}"/>
     {arms}
+    <body name="box" pos="{BOX_POS[0]} {BOX_POS[1]} 0">
+      <geom type="box" size="{BOX_INNER + BOX_WALL} {BOX_INNER + BOX_WALL} 0.005" pos="0 0 0.005" rgba="0.3 0.45 0.7 1"/>
+      <geom type="box" size="{BOX_WALL} {BOX_INNER + BOX_WALL} {BOX_HEIGHT / 2}" pos="{BOX_INNER + BOX_WALL} 0 {BOX_HEIGHT / 2}" rgba="0.3 0.45 0.7 1"/>
+      <geom type="box" size="{BOX_WALL} {BOX_INNER + BOX_WALL} {BOX_HEIGHT / 2}" pos="{-(BOX_INNER + BOX_WALL)} 0 {BOX_HEIGHT / 2}" rgba="0.3 0.45 0.7 1"/>
+      <geom type="box" size="{BOX_INNER} {BOX_WALL} {BOX_HEIGHT / 2}" pos="0 {BOX_INNER + BOX_WALL} {BOX_HEIGHT / 2}" rgba="0.3 0.45 0.7 1"/>
+      <geom type="box" size="{BOX_INNER} {BOX_WALL} {BOX_HEIGHT / 2}" pos="0 {-(BOX_INNER + BOX_WALL)} {BOX_HEIGHT / 2}" rgba="0.3 0.45 0.7 1"/>
+    </body>
+    <body name="lid" pos="{BOX_POS[0]} {BOX_POS[1]} {BOX_HEIGHT + 0.006}">
+      <freejoint name="lid_joint"/>
+      <geom type="box" size="{BOX_INNER + 2 * BOX_WALL} {BOX_INNER + 2 * BOX_WALL} 0.005" density="300" rgba="0.9 0.8 0.3 1"/>
+      <geom name="knob" type="box" size="0.015 0.015 0.02" pos="0 0 0.025" density="300" rgba="0.9 0.6 0.2 1" friction="1.2 0.02 0.001"/>
+    </body>
     <body name="cube" pos="0 0.5 0.025">
       <freejoint name="cube_joint"/>
       <geom name="cube" type="box" size="0.025 0.025 0.025" rgba="0.85 0.2 0.2 1" density="400" friction="1.2 0.02 0.001"/>

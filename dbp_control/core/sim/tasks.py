@@ -9,6 +9,7 @@ import numpy as np
 
 from dbp_control.core.layout import SIDES
 from dbp_control.core.sim.robot import DualArmSim
+from dbp_control.core.sim.scene import BOX_HEIGHT, BOX_INNER, BOX_POS
 
 TABLE_TOP_Z = 0.0
 CUBE_HALF = 0.025
@@ -102,7 +103,38 @@ class HandoverTask:
         return float(min(cube_height(sim), self.min_height) / self.min_height + handed)
 
 
-TASKS = {"lift": LiftTask, "handover": HandoverTask}
+@dataclass
+class TransportTask:
+    """One arm lifts the lid off the box and holds it aside while the other puts the cube in the box.
+    Success: the cube rests inside the box."""
+
+    name: str = "transport"
+
+    def reset(self, sim: DualArmSim, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        sim.reset()  # the lid back on the box
+        x, y, yaw = rng.uniform(-0.08, 0.08), rng.uniform(0.42, 0.5), rng.uniform(-0.3, 0.3)
+        sim.set_object_pose("cube", np.array([x, y, TABLE_TOP_Z + CUBE_HALF]), yaw)
+
+    def observe(self, sim: DualArmSim) -> None:
+        """Success depends on the final state only."""
+
+    def cube_in_box(self, sim: DualArmSim) -> bool:
+        cube = sim.object_position("cube")
+        inside = np.abs(cube[:2] - np.asarray(BOX_POS)) < BOX_INNER
+        return bool(inside.all() and cube[2] < BOX_HEIGHT)
+
+    def success(self, sim: DualArmSim) -> bool:
+        return self.cube_in_box(sim)
+
+    def reward(self, sim: DualArmSim) -> float:
+        """Dense: lid off (0 .. 1) plus the cube's approach to the box centre (0 .. 1)."""
+        lid_up = min(max(sim.object_position("lid")[2] - BOX_HEIGHT, 0.0), 0.1) / 0.1
+        to_box = np.linalg.norm(sim.object_position("cube")[:2] - np.asarray(BOX_POS))
+        return float(lid_up + 1 - np.tanh(5 * to_box) if not self.cube_in_box(sim) else 2.0)
+
+
+TASKS = {"lift": LiftTask, "handover": HandoverTask, "transport": TransportTask}
 
 
 def make_task(name: str) -> Task:
