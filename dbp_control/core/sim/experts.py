@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dbp_control.core.layout import SIDES
 from dbp_control.core.sim.ik import tool_down_rotation
 from dbp_control.core.sim.robot import HOME_ARM, DualArmSim
 from dbp_control.core.sim.scene import BOX_HEIGHT, BOX_POS
@@ -86,7 +87,25 @@ def tool_sideways_rotation(toward: float) -> np.ndarray:
     return np.stack([x, np.cross(z, x), z], axis=1)
 
 
-class HandoverExpert:
+class BimanualExpert:
+    """Both arms follow their own waypoints on one time line; subclasses set `followers` and `strategy`."""
+
+    followers: dict[str, WaypointFollower]
+    strategy: str
+
+    @property
+    def duration(self) -> float:
+        return max(f.duration for f in self.followers.values())
+
+    def targets(self, t: float) -> np.ndarray:
+        parts = []
+        for side in SIDES:
+            arm, gripper = self.followers[side].arm_targets(t)
+            parts += [arm, [gripper]]
+        return np.concatenate(parts)
+
+
+class HandoverExpert(BimanualExpert):
     """The giver (left or right, a fair coin) grasps the cube's y faces from above and brings it to the
     middle at a low or high handover height (a fair coin); the receiver comes in sideways from its own
     side, closes on the top and bottom faces, the giver lets go and rises, the receiver carries it off."""
@@ -98,7 +117,6 @@ class HandoverExpert:
         receiver = "right" if giver == "left" else "left"
         level = str(rng.choice(list(self.HEIGHTS)))
         self.strategy = f"{giver}_gives_{level}"
-        self.giver, self.receiver = giver, receiver
         cube = sim.object_position("cube")
         quat = sim.data.body("cube").xquat
         down = tool_down_rotation(2 * np.arctan2(quat[3], quat[0]) + np.pi / 2)  # fingers on the y faces
@@ -125,19 +143,9 @@ class HandoverExpert:
             ]),
         }
 
-    @property
-    def duration(self) -> float:
-        return self.followers[self.giver].duration
-
-    def targets(self, t: float) -> np.ndarray:
-        parts = []
-        for side in ("left", "right"):
-            arm, gripper = self.followers[side].arm_targets(t)
-            parts += [arm, [gripper]]
-        return np.concatenate(parts)
 
 
-class TransportExpert:
+class TransportExpert(BimanualExpert):
     """One arm (a fair coin) lifts the lid by its knob and holds it aside on its own side; meanwhile the
     other picks the cube, waits for the lid to clear, and drops the cube into the box."""
 
@@ -153,7 +161,6 @@ class TransportExpert:
         down = tool_down_rotation(0.0)
         grasp = cube + [0.0, 0.0, 0.005 - CUBE_HALF * 0.2]
         drop = np.array([BOX_POS[0], BOX_POS[1], BOX_HEIGHT + 0.1])
-        self.lid_arm = lid_arm
         self.followers = {
             lid_arm: WaypointFollower(sim, lid_arm, [
                 Waypoint(knob + [0, 0, 0.1], down, 0.0, 1.2), Waypoint(knob, down, 0.0, 0.8),
@@ -168,22 +175,12 @@ class TransportExpert:
             ]),
         }
 
-    @property
-    def duration(self) -> float:
-        return self.followers[self.lid_arm].duration
-
-    def targets(self, t: float) -> np.ndarray:
-        parts = []
-        for side in ("left", "right"):
-            arm, gripper = self.followers[side].arm_targets(t)
-            parts += [arm, [gripper]]
-        return np.concatenate(parts)
 
 
 EXPERTS = {"lift": LiftExpert, "handover": HandoverExpert, "transport": TransportExpert}
 
 
-def make_expert(sim: DualArmSim, task: Task, rng: np.random.Generator) -> LiftExpert | HandoverExpert | TransportExpert:
+def make_expert(sim: DualArmSim, task: Task, rng: np.random.Generator) -> LiftExpert | BimanualExpert:
     """The scripted expert of `task`, with its strategy drawn from `rng`."""
     if task.name not in EXPERTS:
         raise ValueError(f"no scripted expert for task {task.name!r}; experts: {sorted(EXPERTS)}")
