@@ -65,3 +65,11 @@ def test_bad_targets_are_rejected(sim):
     bad[3] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         sim.set_targets(bad)
+
+
+def test_object_pose_round_trips_position_and_yaw(sim):
+    sim.reset()
+    for yaw in (-0.7, 0.0, 0.4):
+        sim.set_object_pose("cube", np.array([0.1, 0.5, 0.025]), yaw)
+        np.testing.assert_allclose(sim.object_position("cube"), [0.1, 0.5, 0.025], atol=1e-12)
+        assert sim.object_yaw("cube") == pytest.approx(yaw)

@@ -60,9 +60,14 @@ def _image_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def _successes_by_strategy(outcomes: list[tuple[str, bool]]) -> list[tuple[str, int, int]]:
+    """(strategy, successes, episodes) per strategy, sorted by name."""
+    strategies = sorted({strategy for strategy, _ in outcomes})
+    return [(s, sum(ok for name, ok in outcomes if name == s), sum(name == s for name, _ in outcomes)) for s in strategies]
+
+
 def _sim_record(args: argparse.Namespace) -> int:
     import time
-    from collections import Counter
 
     from tqdm.auto import tqdm
 
@@ -83,10 +88,8 @@ def _sim_record(args: argparse.Namespace) -> int:
         bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
     minutes = (time.perf_counter() - start) / 60
     kept = [r for r in results if r.path is not None]
-    by_strategy = Counter((r.strategy, r.success) for r in results)
     print(f"{args.task}: {sum(r.success for r in results)}/{len(results)} successful, {len(kept)} bags in {args.out}")
-    for strategy in sorted({r.strategy for r in results}):
-        ok, total = by_strategy[(strategy, True)], by_strategy[(strategy, True)] + by_strategy[(strategy, False)]
+    for strategy, ok, total in _successes_by_strategy([(r.strategy, r.success) for r in results]):
         print(f"  {strategy}: {ok}/{total}")
     print(f"{len(results) / minutes:.1f} episodes per minute; "
           f"{np.mean([r.bytes for r in kept]) / 1e6 if kept else 0:.1f} MB per kept episode ({args.storage}"
@@ -97,7 +100,6 @@ def _sim_record(args: argparse.Namespace) -> int:
 
 def _sim_experts(args: argparse.Namespace) -> int:
     import time
-    from collections import Counter
 
     from tqdm.auto import tqdm
 
@@ -111,14 +113,13 @@ def _sim_experts(args: argparse.Namespace) -> int:
     print(f"{'task':<10} {'strategy':<18} {'success':>9}")
     for task in tasks:
         start = time.perf_counter()
-        outcomes = Counter()
+        outcomes = []
         for seed in tqdm(range(args.seed, args.seed + args.episodes), desc=task.name, disable=args.quiet, leave=False):
             ok, strategy = run_episode(sim, task, seed)
-            outcomes[(strategy, ok)] += 1
-        for strategy in sorted({s for s, _ in outcomes}):
-            ok, total = outcomes[(strategy, True)], outcomes[(strategy, True)] + outcomes[(strategy, False)]
+            outcomes.append((strategy, ok))
+        for strategy, ok, total in _successes_by_strategy(outcomes):
             print(f"{task.name:<10} {strategy:<18} {ok:>4}/{total:<4}")
-        done = sum(n for (_, ok), n in outcomes.items() if ok)
+        done = sum(ok for _, ok in outcomes)
         print(f"{task.name:<10} {'all':<18} {done:>4}/{args.episodes:<4} ({time.perf_counter() - start:.1f} s, no rendering)")
     return 0
 

@@ -27,7 +27,7 @@ class WaypointFollower:
     """Interpolates waypoints in time and turns them into joint targets for one arm."""
 
     def __init__(self, sim: DualArmSim, side: str, waypoints: list[Waypoint]) -> None:
-        self.sim, self.side, self.waypoints = sim, side, waypoints
+        self.waypoints = waypoints
         self.ik = sim.arm_ik(side)
         self._start = sim.site_position(f"{side}_tcp")
         self._ends = np.cumsum([w.duration for w in waypoints])
@@ -47,6 +47,11 @@ class WaypointFollower:
         return self.ik.targets(position, goal.rotation), goal.gripper
 
 
+def grasp_point(cube: np.ndarray) -> np.ndarray:
+    """Where the tool centre point goes to close the fingers around the cube from above."""
+    return cube + [0.0, 0.0, 0.005 - CUBE_HALF * 0.2]
+
+
 class LiftExpert:
     """Left arm: above the cube, down, close, up. Strategy: grasp across the cube's x faces or its y
     faces (tool yaw differs by 90 degrees), a fair coin per episode."""
@@ -56,11 +61,9 @@ class LiftExpert:
     def __init__(self, sim: DualArmSim, task: LiftTask, rng: np.random.Generator) -> None:
         self.strategy = str(rng.choice(self.strategies))
         cube = sim.object_position("cube")
-        quat = sim.data.body("cube").xquat
-        cube_yaw = 2 * np.arctan2(quat[3], quat[0])
-        yaw = cube_yaw + (0.0 if self.strategy == "grasp_x_faces" else np.pi / 2)
+        yaw = sim.object_yaw("cube") + (0.0 if self.strategy == "grasp_x_faces" else np.pi / 2)
         yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # the gripper is symmetric: keep the wrist turn small
-        grasp = cube + [0.0, 0.0, 0.005 - CUBE_HALF * 0.2]
+        grasp = grasp_point(cube)
         down = tool_down_rotation(yaw)
         self.follower = WaypointFollower(sim, "left", [
             Waypoint(cube + [0, 0, 0.12], down, 0.0, 1.2),
@@ -69,7 +72,6 @@ class LiftExpert:
             Waypoint(grasp + [0, 0, task.lift_height + 0.07], down, 1.0, 1.0),
             Waypoint(grasp + [0, 0, task.lift_height + 0.07], down, 1.0, 0.4),
         ])
-        self.sim = sim
 
     @property
     def duration(self) -> float:
@@ -118,9 +120,8 @@ class HandoverExpert(BimanualExpert):
         level = str(rng.choice(list(self.HEIGHTS)))
         self.strategy = f"{giver}_gives_{level}"
         cube = sim.object_position("cube")
-        quat = sim.data.body("cube").xquat
-        down = tool_down_rotation(2 * np.arctan2(quat[3], quat[0]) + np.pi / 2)  # fingers on the y faces
-        grasp = cube + [0.0, 0.0, 0.005 - CUBE_HALF * 0.2]
+        down = tool_down_rotation(sim.object_yaw("cube") + np.pi / 2)  # fingers on the y faces
+        grasp = grasp_point(cube)
         meet = np.array([0.0, 0.5, self.HEIGHTS[level]])
         out = 1.0 if receiver == "right" else -1.0  # the receiver's side of the table
         side = tool_sideways_rotation(-out)
@@ -156,10 +157,9 @@ class TransportExpert(BimanualExpert):
         knob = sim.data.geom("knob").xpos.copy()
         aside = np.array([0.25 if lid_arm == "right" else -0.25, BOX_POS[1], 0.25])
         cube = sim.object_position("cube")
-        quat = sim.data.body("cube").xquat
-        cube_down = tool_down_rotation(2 * np.arctan2(quat[3], quat[0]))
+        cube_down = tool_down_rotation(sim.object_yaw("cube"))
         down = tool_down_rotation(0.0)
-        grasp = cube + [0.0, 0.0, 0.005 - CUBE_HALF * 0.2]
+        grasp = grasp_point(cube)
         drop = np.array([BOX_POS[0], BOX_POS[1], BOX_HEIGHT + 0.1])
         self.followers = {
             lid_arm: WaypointFollower(sim, lid_arm, [
@@ -174,7 +174,6 @@ class TransportExpert(BimanualExpert):
                 Waypoint(drop, cube_down, 0.0, 0.5), Waypoint(drop + [0, 0, 0.1], cube_down, 0.0, 0.7),
             ]),
         }
-
 
 
 EXPERTS = {"lift": LiftExpert, "handover": HandoverExpert, "transport": TransportExpert}

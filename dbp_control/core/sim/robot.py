@@ -109,6 +109,11 @@ class DualArmSim:
     def object_position(self, body: str) -> np.ndarray:
         return self.data.body(body).xpos.copy()
 
+    def object_yaw(self, body: str) -> float:
+        """Rotation about the vertical of an object placed by `set_object_pose` (and not tipped over)."""
+        w, _, _, z = self.data.body(body).xquat
+        return float(2 * np.arctan2(z, w))
+
     def set_object_pose(self, body: str, position: np.ndarray, yaw: float) -> None:
         """Place a free-floating object (at rest) at `position`, rotated `yaw` about the vertical."""
         joint = self.model.body(body).jntadr[0]

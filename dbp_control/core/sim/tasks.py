@@ -31,6 +31,13 @@ def holding_arm(sim: DualArmSim, min_height: float = 0.03) -> str | None:
     return None
 
 
+def place_cube(sim: DualArmSim, rng: np.random.Generator, x: tuple[float, float], y: tuple[float, float],
+               yaw: tuple[float, float]) -> None:
+    """Put the cube on the table at a position and yaw drawn uniformly from the given ranges."""
+    cx, cy, cyaw = rng.uniform(*x), rng.uniform(*y), rng.uniform(*yaw)
+    sim.set_object_pose("cube", np.array([cx, cy, TABLE_TOP_Z + CUBE_HALF]), cyaw)
+
+
 class Task(Protocol):
     name: str
 
@@ -51,11 +58,8 @@ class LiftTask:
     lift_height: float = 0.08
 
     def reset(self, sim: DualArmSim, seed: int) -> None:
-        rng = np.random.default_rng(seed)
         sim.reset()
-        x, y = rng.uniform(-0.45, -0.25), rng.uniform(0.45, 0.6)
-        yaw = rng.uniform(-np.pi / 4, np.pi / 4)
-        sim.set_object_pose("cube", np.array([x, y, TABLE_TOP_Z + CUBE_HALF]), yaw)
+        place_cube(sim, np.random.default_rng(seed), (-0.45, -0.25), (0.45, 0.6), (-np.pi / 4, np.pi / 4))
 
     def observe(self, sim: DualArmSim) -> None:
         """Called after every control step; lift needs no history."""
@@ -79,10 +83,8 @@ class HandoverTask:
     first_holder: str | None = None
 
     def reset(self, sim: DualArmSim, seed: int) -> None:
-        rng = np.random.default_rng(seed)
         sim.reset()
-        x, y, yaw = rng.uniform(-0.08, 0.08), rng.uniform(0.45, 0.55), rng.uniform(-0.3, 0.3)
-        sim.set_object_pose("cube", np.array([x, y, TABLE_TOP_Z + CUBE_HALF]), yaw)
+        place_cube(sim, np.random.default_rng(seed), (-0.08, 0.08), (0.45, 0.55), (-0.3, 0.3))
         self.first_holder = None
 
     def observe(self, sim: DualArmSim) -> None:
@@ -111,10 +113,8 @@ class TransportTask:
     name: str = "transport"
 
     def reset(self, sim: DualArmSim, seed: int) -> None:
-        rng = np.random.default_rng(seed)
         sim.reset()  # the lid back on the box
-        x, y, yaw = rng.uniform(-0.08, 0.08), rng.uniform(0.42, 0.5), rng.uniform(-0.3, 0.3)
-        sim.set_object_pose("cube", np.array([x, y, TABLE_TOP_Z + CUBE_HALF]), yaw)
+        place_cube(sim, np.random.default_rng(seed), (-0.08, 0.08), (0.42, 0.5), (-0.3, 0.3))
 
     def observe(self, sim: DualArmSim) -> None:
         """Success depends on the final state only."""
@@ -131,7 +131,7 @@ class TransportTask:
         """Dense: lid off (0 .. 1) plus the cube's approach to the box centre (0 .. 1)."""
         lid_up = min(max(sim.object_position("lid")[2] - BOX_HEIGHT, 0.0), 0.1) / 0.1
         to_box = np.linalg.norm(sim.object_position("cube")[:2] - np.asarray(BOX_POS))
-        return float(lid_up + 1 - np.tanh(5 * to_box) if not self.cube_in_box(sim) else 2.0)
+        return 2.0 if self.cube_in_box(sim) else float(lid_up + 1 - np.tanh(5 * to_box))
 
 
 TASKS = {"lift": LiftTask, "handover": HandoverTask, "transport": TransportTask}
