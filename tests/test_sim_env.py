@@ -33,7 +33,7 @@ def test_the_expert_solves_lift_through_the_env_api():
 def test_vectorises_and_truncates():
     envs = gym.vector.SyncVectorEnv([lambda: DualArmEnv(obs_type="state", max_seconds=0.1) for _ in range(2)])
     obs, _ = envs.reset(seed=[1, 2])
-    assert obs["joints"].shape == (2, 28) and not np.allclose(obs["object"][0], obs["object"][1])
+    assert obs["joints"].shape == (2, 28) and not np.allclose(obs["objects"][0], obs["objects"][1])
     hold = obs["joints"][:, :14]  # command the current joint positions
     for _ in range(5):
         obs, reward, terminated, truncated, _ = envs.step(hold)

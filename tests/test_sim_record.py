@@ -41,7 +41,12 @@ def test_an_episode_has_every_channel_at_its_rate(sim, tmp_path):
     command = next(m.msg for m in messages if m.topic == CHANNELS["left_arm_command"].topic)
     assert len(command.data) == 7
     assert read_episode_info(episode.path) == {"task": "lift", "seed": 5, "success": True, "strategy": episode.strategy,
-                                               "control_hz": 50.0, "image_size": [24, 32]}
+                                               "control_hz": 50.0, "image_size": [24, 32], "objects": ["cube", "lid"]}
+    poses = next(m.msg for m in messages if m.topic == CHANNELS["object_poses"].topic)
+    assert len(poses.poses) == 2 and poses.header.frame_id == "world"
+    # the storage file carries the episode's name (rosbag2 names it after the folder it was written in)
+    assert [f.name for f in episode.path.iterdir() if f.suffix == ".mcap"] == ["lift_seed000005.mcap"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lift_seed000005"]  # no staging folder left
 
 
 def test_failures_are_dropped_unless_kept_and_then_marked(sim, tmp_path):
@@ -84,3 +89,53 @@ def test_handover_episodes_record_their_success(sim, tmp_path):
     assert episode.success and episode.path.name == "handover_seed000002"
     info = read_episode_info(episode.path)
     assert info["task"] == "handover" and info["strategy"] == episode.strategy and info["success"] is True
+
+
+def test_state_only_episodes_have_no_camera_topics(sim, tmp_path):
+    episode = record_episode(sim, LiftTask(), 3, tmp_path, images=False)
+    topics = {m.topic for m in read_bag(episode.path)}
+    assert not any("camera" in t for t in topics)
+    assert {CHANNELS["joint_states"].topic, CHANNELS["left_arm_command"].topic, CHANNELS["object_poses"].topic} <= topics
+    assert read_episode_info(episode.path)["image_size"] is None
+
+
+def test_disk_full_keeps_earlier_episodes_and_names_the_problem(sim, tmp_path, monkeypatch):
+    import errno
+
+    from dbp_control.core.data.bags import BagError, EpisodeBagWriter
+
+    first = record_episode(sim, LiftTask(), 0, tmp_path, images=False)
+    real_write, written = EpisodeBagWriter.write, []
+
+    def write_until_full(self, topic, stamp_ns, msg):
+        if len(written) >= 50:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(topic)
+        real_write(self, topic, stamp_ns, msg)
+
+    monkeypatch.setattr(EpisodeBagWriter, "write", write_until_full)
+    with pytest.raises(BagError, match="disk full while recording lift_seed000001.*intact"):
+        record_episode(sim, LiftTask(), 1, tmp_path, images=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lift_seed000000"]
+    assert read_episode_info(first.path)["success"] is True and len(list(read_bag(first.path))) > 100
+
+
+def test_a_real_full_disk_is_reported(sim, tmp_path):
+    """On a 1 MB tmpfs (needs mount permission): the first episode fits, the second cannot."""
+    import subprocess
+
+    from dbp_control.core.data.bags import BagError
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        first = record_episode(sim, LiftTask(), 0, small, images=False)
+        with pytest.raises(BagError, match="disk full"):
+            for seed in range(1, 20):
+                record_episode(sim, LiftTask(), seed, small, images=False)
+        assert read_episode_info(first.path)["success"] is True
+        assert not (small / ".recording").exists()
+    finally:
+        subprocess.run(["umount", str(small)], check=True)

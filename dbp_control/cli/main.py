@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from dbp_control.core.benchmarks.multimodal import MultimodalBenchConfig, format_table, run_multimodal_benchmark
+from dbp_control.core.data.bags import BagError
 from dbp_control.core.training.checkpoint import CheckpointError
 
 
@@ -83,7 +84,7 @@ def _sim_record(args: argparse.Namespace) -> int:
     bar = tqdm(range(args.seed, args.seed + args.episodes), desc=f"record {args.task}", disable=args.quiet)
     for seed in bar:
         episode = record_episode(sim, task, seed, args.out, storage=args.storage, distro=args.distro,
-                                 compress=args.compress, keep_failure=args.keep_failures)
+                                 compress=args.compress, keep_failure=args.keep_failures, images=not args.no_images)
         results.append(episode)
         bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
     minutes = (time.perf_counter() - start) / 60
@@ -94,7 +95,7 @@ def _sim_record(args: argparse.Namespace) -> int:
     print(f"{len(results) / minutes:.1f} episodes per minute; "
           f"{np.mean([r.bytes for r in kept]) / 1e6 if kept else 0:.1f} MB per kept episode ({args.storage}"
           f"{', zstd' if args.compress else ''}, "
-          f"{args.image_size[0]}x{args.image_size[1]} images)")
+          + ("no images)" if args.no_images else f"{args.image_size[0]}x{args.image_size[1]} images)"))
     return 0
 
 
@@ -121,6 +122,49 @@ def _sim_experts(args: argparse.Namespace) -> int:
             print(f"{task.name:<10} {strategy:<18} {ok:>4}/{total:<4}")
         done = sum(ok for _, ok in outcomes)
         print(f"{task.name:<10} {'all':<18} {done:>4}/{args.episodes:<4} ({time.perf_counter() - start:.1f} s, no rendering)")
+    return 0
+
+
+def _cameras(text: str) -> tuple[str, ...]:
+    return tuple(c for c in text.split(",") if c) if text != "none" else ()
+
+
+def _dataset_build(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from dbp_control.core.data.dataset import BuildConfig, build_dataset
+
+    cfg = BuildConfig(cameras=args.cameras, image_size=args.image_size, rate_hz=args.rate, objects=args.objects,
+                      queue_size=args.queue_size, slop_s=args.slop, val_fraction=args.val_fraction, seed=args.seed,
+                      include_failures=args.include_failures, distro=args.distro)
+    report = build_dataset(args.bags, args.out, cfg,
+                           progress=lambda bags: tqdm(bags, desc="episodes", unit="bag", disable=args.quiet))
+    for bag, reason in report.skipped:
+        print(f"skipped {bag}: {reason}", file=sys.stderr)
+    print(f"{report.out}: {report.episodes} episodes, {report.steps} steps "
+          f"(train {len(report.split['train'])}, val {len(report.split['val'])} episodes), "
+          f"{len(report.skipped)} skipped")
+    print(f"{report.bytes / 1e6:.2f} MB, {report.bytes / 1e6 / report.episodes:.2f} MB per episode; "
+          f"built in {report.seconds:.1f} s ({(report.episodes + len(report.skipped)) / report.seconds:.2f} bags/s, "
+          f"{report.steps / report.seconds:.0f} steps/s)")
+    return 0
+
+
+def _dataset_info(args: argparse.Namespace) -> int:
+    from dbp_control.core.data.dataset import Dataset, measure_read_throughput
+
+    ds = Dataset(args.dataset)
+    tasks = sorted({str(e.get("task")) for e in ds.episodes})
+    print(f"{ds.path}: {len(ds.episodes)} episodes ({', '.join(tasks)}), {ds.steps} steps at {ds.build['rate_hz']} Hz; "
+          f"train {len(ds.split['train'])}, val {len(ds.split['val'])}")
+    print(f"state: {len(ds.layout['joints'])} joints from {ds.layout['state']['topic']}; objects: "
+          f"{'yes' if ds.layout.get('objects') else 'no'}")
+    for cam, spec in ds.layout["cameras"].items():
+        print(f"camera {cam}: {spec['size'][0]}x{spec['size'][1]} from {spec['topic']}")
+    if args.bench:
+        t = measure_read_throughput(ds, batch_size=args.batch_size)
+        print(f"load into memory: {t.load_seconds:.2f} s ({t.load_mb_per_s:.0f} MB/s uncompressed); "
+              f"random batches of {args.batch_size}: {t.batches_per_s:.0f} batches/s, {t.samples_per_s:.0f} samples/s")
     return 0
 
 
@@ -165,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     rec.add_argument("--distro", choices=("humble", "jazzy"), default="humble")
     rec.add_argument("--image-size", type=_image_size, default=(240, 320), help="HEIGHTxWIDTH of recorded images")
+    rec.add_argument("--no-images", action="store_true", help="no cameras (state-only episodes, no rendering)")
     rec.add_argument("--compress", action="store_true", help="rosbag2 per-message zstd compression")
     rec.add_argument("--keep-failures", action="store_true", help="also keep failed episodes (suffix _failed)")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -177,14 +222,52 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, default=0, help="first seed")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
     check.set_defaults(func=_sim_experts)
+
+    from dbp_control.core.data.dataset import BuildConfig
+
+    dataset = commands.add_parser("dataset", help="training datasets compiled from episode bags")
+    datasets = dataset.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    build = datasets.add_parser(
+        "build", help="compile rosbag2 episodes into a zarr training dataset",
+        description="Replays each bag as the observation node would (cameras and joint states matched by "
+        "ApproximateTimeSync, a step every 1/rate seconds), resizes images and writes a chunked, compressed zarr "
+        "dataset with episode boundaries, a train/val split and statistics. Damaged or failed episodes are "
+        "reported and skipped; bags are only read.")
+    b = BuildConfig()
+    build.add_argument("paths", nargs="+", type=Path, metavar="BAGS... OUT",
+                       help="bag folders or folders of bags, then the dataset folder to create (e.g. data/lift.zarr)")
+    build.add_argument("--cameras", type=_cameras, default=b.cameras,
+                       help="comma-separated cameras, or none for a state-only dataset (default: all three)")
+    build.add_argument("--image-size", type=_image_size, default=b.image_size, help="HEIGHTxWIDTH of stored images")
+    build.add_argument("--rate", type=float, default=b.rate_hz, help="steps per second (the action chunk's step)")
+    build.add_argument("--objects", action="store_true", help="include the simulator's object poses (state policies)")
+    build.add_argument("--queue-size", type=_positive_int, default=b.queue_size, help="synchroniser queue per input")
+    build.add_argument("--slop", type=float, default=b.slop_s, help="synchroniser slop in seconds")
+    build.add_argument("--val-fraction", type=float, default=b.val_fraction, help="episodes held out for validation")
+    build.add_argument("--seed", type=int, default=b.seed, help="seed of the train/val split")
+    build.add_argument("--include-failures", action="store_true", help="keep episodes whose task failed")
+    build.add_argument("--distro", choices=("humble", "jazzy"), default=b.distro, help="typestore of the bags")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.set_defaults(func=_dataset_build)
+    info = datasets.add_parser("info", help="describe a dataset; --bench measures its read throughput")
+    info.add_argument("dataset", type=Path)
+    info.add_argument("--bench", action="store_true", help="time loading and random training batches")
+    info.add_argument("--batch-size", type=_positive_int, default=64)
+    info.set_defaults(func=_dataset_info)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "dataset", None) == "build":
+        if len(args.paths) < 2:
+            parser.error("dataset build needs at least one bag and the output folder: BAGS... OUT")
+        args.bags, args.out = args.paths[:-1], args.paths[-1]
     try:
         return args.func(args)
-    except (ValueError, KeyError, CheckpointError, FloatingPointError, OSError) as exc:  # bad input: message, no traceback
+    # bad input: a message, no traceback (DatasetError is a ValueError)
+    except (ValueError, KeyError, CheckpointError, BagError, FloatingPointError, OSError) as exc:
         print(f"dbp {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -25,6 +25,7 @@ class Channel:
     qos: Qos
     rate_hz: float
     frame_id: str = ""
+    sim_only: bool = False  # privileged simulator state: recorded in simulation, absent on the robot
 
 
 def camera_frame(camera: str) -> str:
@@ -49,7 +50,11 @@ CHANNELS: dict[str, Channel] = {
                                       Qos.SENSOR_DATA, 30.0, camera_frame(cam))
         for cam in CAMERAS
     },
+    # one pose per movable object (dbp_control.core.sim.scene.MOVABLE_OBJECTS order), for state-based policies
+    "object_poses": Channel("/sim/object_poses", "geometry_msgs/msg/PoseArray", Qos.SENSOR_DATA, 50.0, "world",
+                            sim_only=True),
 }
+ROBOT_CHANNELS: dict[str, Channel] = {name: c for name, c in CHANNELS.items() if not c.sim_only}
 
 
 def channel(name: str) -> Channel:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -95,6 +96,25 @@ def float64_array_msg(distro: str, values: np.ndarray) -> Any:
     return ts.types["std_msgs/msg/Float64MultiArray"](layout=layout, data=np.asarray(values, dtype=np.float64))
 
 
+def pose_array_msg(distro: str, stamp_ns: int, frame_id: str, poses: np.ndarray) -> Any:
+    """[N, 7] rows of position and quaternion (w, x, y, z) -> geometry_msgs/msg/PoseArray."""
+    poses = np.asarray(poses, dtype=np.float64)
+    if poses.ndim != 2 or poses.shape[1] != 7:
+        raise ValueError(f"poses must be [N, 7] (x, y, z, qw, qx, qy, qz), got {poses.shape}")
+    t = typestore(distro).types
+    return t["geometry_msgs/msg/PoseArray"](header=header(distro, stamp_ns, frame_id), poses=[
+        t["geometry_msgs/msg/Pose"](position=t["geometry_msgs/msg/Point"](x=p[0], y=p[1], z=p[2]),
+                                    orientation=t["geometry_msgs/msg/Quaternion"](x=p[4], y=p[5], z=p[6], w=p[3]))
+        for p in poses
+    ])
+
+
+def poses_of(msg: Any) -> np.ndarray:
+    """geometry_msgs/msg/PoseArray -> [N, 7] (x, y, z, qw, qx, qy, qz)."""
+    return np.array([[p.position.x, p.position.y, p.position.z, p.orientation.w, p.orientation.x, p.orientation.y,
+                      p.orientation.z] for p in msg.poses], dtype=np.float64).reshape(-1, 7)
+
+
 # -- writing ---------------------------------------------------------------------------------------
 
 
@@ -137,20 +157,29 @@ class EpisodeBagWriter:
         """Finish the bag, storing `info` (JSON-serialisable) as the episode description."""
         if self._closed:
             return
-        if info is not None:
-            text = json.dumps(dict(info), sort_keys=True)
-            connection, msgtype = self._connections[EPISODE_INFO_TOPIC]
-            msg = self._ts.types[EPISODE_INFO_TYPE](data=text)
-            self._writer.write(connection, self._last_stamp, self._ts.serialize_cdr(msg, msgtype))
-            self._writer.set_custom_data(EPISODE_INFO_KEY, text)
-        self._writer.close()
         self._closed = True
+        try:
+            if info is not None:
+                text = json.dumps(dict(info), sort_keys=True)
+                connection, msgtype = self._connections[EPISODE_INFO_TOPIC]
+                msg = self._ts.types[EPISODE_INFO_TYPE](data=text)
+                self._writer.write(connection, self._last_stamp, self._ts.serialize_cdr(msg, msgtype))
+                self._writer.set_custom_data(EPISODE_INFO_KEY, text)
+            self._writer.close()
+        except BaseException:
+            with suppress(Exception):  # e.g. a full disk: at least release the files
+                self._writer.abort()
+            raise
 
     def __enter__(self) -> EpisodeBagWriter:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+            return
+        with suppress(Exception):  # the exception in flight is the one to report
+            self.close()
 
 
 # -- reading ---------------------------------------------------------------------------------------

@@ -19,6 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 NS_PER_S = 1_000_000_000
+# The observation node's and the dataset compiler's defaults: 10 queued messages cover 80 ms of joint
+# states at 125 Hz; a 25 ms slop matches free-running 30 Hz cameras (their frames are at most half a
+# period, 16.7 ms, from each other's nearest) with the joint state between them.
+DEFAULT_QUEUE_SIZE = 10
+DEFAULT_SLOP_S = 0.025
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Gymnasium environment over the simulated tasks: the action is the robot's command (14 joint position
 targets: per arm six joints and a gripper closure), observations are joint states with either the
-object pose (`state`) or the three cameras (`image`)."""
+poses of the movable objects (`state`, privileged: only a simulation knows them) or the three cameras
+(`image`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from gymnasium import spaces
 
 from dbp_control.core.layout import CAMERAS, SIDES
 from dbp_control.core.sim.robot import DualArmSim
+from dbp_control.core.sim.scene import MOVABLE_OBJECTS
 from dbp_control.core.sim.tasks import make_task
 
 OBS_TYPES = ("state", "image")
@@ -37,7 +39,8 @@ class DualArmEnv(gym.Env):
                                        (n,), np.float64)
         joints = spaces.Box(-np.inf, np.inf, (2 * n,), np.float64)  # positions, then velocities
         if obs_type == "state":
-            self.observation_space = spaces.Dict({"joints": joints, "object": spaces.Box(-np.inf, np.inf, (7,), np.float64)})
+            objects = spaces.Box(-np.inf, np.inf, (7 * len(MOVABLE_OBJECTS),), np.float64)  # per object: xyz, wxyz
+            self.observation_space = spaces.Dict({"joints": joints, "objects": objects})
         else:
             height, width = image_size
             self.observation_space = spaces.Dict({
@@ -49,7 +52,7 @@ class DualArmEnv(gym.Env):
         state = self.sim.joint_state()
         obs: dict[str, Any] = {"joints": np.concatenate([state.position, state.velocity])}
         if self.obs_type == "state":
-            obs["object"] = np.concatenate([self.sim.object_position("cube"), self.sim.data.body("cube").xquat])
+            obs["objects"] = self.sim.object_poses().reshape(-1)
         else:
             obs["images"] = {cam: np.ascontiguousarray(self.sim.render(cam).transpose(2, 0, 1)) for cam in CAMERAS}
         return obs

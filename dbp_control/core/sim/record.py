@@ -1,11 +1,13 @@
 """Record expert episodes through the robot's own channels into rosbag2, one bag per episode.
 
 Every channel is written at its rate from the channel table, stamped with simulated time: joint states,
-both arms' commands, and each camera's image with its CameraInfo. A bag is written under a temporary
+both arms' commands, each camera's image with its CameraInfo (unless `images=False`), and the
+simulation-only object poses. A bag is written under a temporary
 name and renamed when complete, so an interrupted run never leaves a half episode under a final name."""
 
 from __future__ import annotations
 
+import errno
 import shutil
 import time
 from dataclasses import dataclass
@@ -15,17 +17,21 @@ import numpy as np
 
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.data.bags import (
+    BagError,
     EpisodeBagWriter,
     camera_info_msg,
     float64_array_msg,
     image_msg,
     joint_state_msg,
+    pose_array_msg,
 )
 from dbp_control.core.layout import CAMERAS, SIDES
 from dbp_control.core.sim.experts import make_expert
 from dbp_control.core.sim.robot import DualArmSim
+from dbp_control.core.sim.scene import MOVABLE_OBJECTS
 from dbp_control.core.sim.tasks import Task
 
+STAGING = ".recording"  # under the output folder: bags being written
 CONTROL_HZ = CHANNELS["left_arm_command"].rate_hz  # the expert acts at the command rate
 
 
@@ -52,56 +58,82 @@ class _Due:
         return True
 
 
+def _remove_if_empty(folder: Path) -> None:
+    if folder.exists() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
 def record_episode(sim: DualArmSim, task: Task, seed: int, out_dir: Path, *, storage: str = "mcap",
                    distro: str = "humble", compress: bool = False, keep_failure: bool = False,
-                   start_ns: int | None = None) -> RecordedEpisode:
+                   images: bool = True, start_ns: int | None = None) -> RecordedEpisode:
     out_dir = Path(out_dir)
     final = out_dir / f"{task.name}_seed{seed:06d}"
     if final.exists() or final.with_name(final.name + "_failed").exists():
         raise FileExistsError(f"episode {final} already recorded; choose another --out or seeds")
-    partial = out_dir / f".{final.name}.partial"
+    # rosbag2 names the storage file after the bag folder, so the unfinished bag gets its final name in a
+    # hidden staging folder and moves out whole
+    partial = out_dir / STAGING / final.name
     if partial.exists():
         shutil.rmtree(partial)  # left by an interrupted run: never a finished episode
+    partial.parent.mkdir(parents=True, exist_ok=True)
     task.reset(sim, seed)
     expert = make_expert(sim, task, np.random.default_rng(seed + 1_000_003))
     t0_ns = time.time_ns() if start_ns is None else start_ns
-    topics = {c.topic: c.msg_type for c in CHANNELS.values()}
+    cameras = CAMERAS if images else ()
+    camera_channels = {f"{cam}_image" for cam in CAMERAS} | {f"{cam}_camera_info" for cam in CAMERAS}
+    topics = {c.topic: c.msg_type for name, c in CHANNELS.items() if images or name not in camera_channels}
     command_due = _Due(CONTROL_HZ)  # both arms' commands
     joints_due = _Due(CHANNELS["joint_states"].rate_hz)
-    image_due = {cam: _Due(CHANNELS[f"{cam}_image"].rate_hz) for cam in CAMERAS}  # CameraInfo goes with each image
+    objects_due = _Due(CHANNELS["object_poses"].rate_hz)
+    image_due = {cam: _Due(CHANNELS[f"{cam}_image"].rate_hz) for cam in cameras}  # CameraInfo goes with each image
     messages = 0
-    with EpisodeBagWriter(partial, topics=topics, storage=storage, distro=distro, compress=compress) as bag:
-        targets = expert.targets(0.0)
-        while sim.time < expert.duration - 1e-9:
-            t = sim.time
-            stamp = t0_ns + round(t * 1e9)
-            if command_due(t):
-                targets = expert.targets(t)
-                sim.set_targets(targets)
-                for i, side in enumerate(SIDES):
-                    bag.write(CHANNELS[f"{side}_arm_command"].topic, stamp, float64_array_msg(distro, targets[7 * i : 7 * i + 7]))
+    try:
+        with EpisodeBagWriter(partial, topics=topics, storage=storage, distro=distro, compress=compress) as bag:
+            targets = expert.targets(0.0)
+            while sim.time < expert.duration - 1e-9:
+                t = sim.time
+                stamp = t0_ns + round(t * 1e9)
+                if command_due(t):
+                    targets = expert.targets(t)
+                    sim.set_targets(targets)
+                    for i, side in enumerate(SIDES):
+                        bag.write(CHANNELS[f"{side}_arm_command"].topic, stamp, float64_array_msg(distro, targets[7 * i : 7 * i + 7]))
+                        messages += 1
+                if joints_due(t):
+                    state = sim.joint_state()
+                    bag.write(CHANNELS["joint_states"].topic, stamp,
+                              joint_state_msg(distro, stamp, state.names, state.position, state.velocity))
                     messages += 1
-            if joints_due(t):
-                state = sim.joint_state()
-                bag.write(CHANNELS["joint_states"].topic, stamp,
-                          joint_state_msg(distro, stamp, state.names, state.position, state.velocity))
-                messages += 1
-            for cam in CAMERAS:
-                if image_due[cam](t):
-                    image, info = CHANNELS[f"{cam}_image"], CHANNELS[f"{cam}_camera_info"]
-                    bag.write(image.topic, stamp, image_msg(distro, stamp, image.frame_id, sim.render(cam)))
-                    bag.write(info.topic, stamp, camera_info_msg(distro, stamp, info.frame_id, sim.intrinsics[cam]))
-                    messages += 2
-            sim.step(sim.model.opt.timestep)
-            if command_due.next - sim.time < 1e-9:  # a control step ends: let the task observe it
-                task.observe(sim)
-        success = task.success(sim)
-        bag.close({"task": task.name, "seed": seed, "success": success, "strategy": expert.strategy,
-                   "control_hz": CONTROL_HZ, "image_size": list(sim.image_size)})
+                if objects_due(t):
+                    objects = CHANNELS["object_poses"]
+                    bag.write(objects.topic, stamp, pose_array_msg(distro, stamp, objects.frame_id, sim.object_poses()))
+                    messages += 1
+                for cam in cameras:
+                    if image_due[cam](t):
+                        image, info = CHANNELS[f"{cam}_image"], CHANNELS[f"{cam}_camera_info"]
+                        bag.write(image.topic, stamp, image_msg(distro, stamp, image.frame_id, sim.render(cam)))
+                        bag.write(info.topic, stamp, camera_info_msg(distro, stamp, info.frame_id, sim.intrinsics[cam]))
+                        messages += 2
+                sim.step(sim.model.opt.timestep)
+                if command_due.next - sim.time < 1e-9:  # a control step ends: let the task observe it
+                    task.observe(sim)
+            success = task.success(sim)
+            bag.close({"task": task.name, "seed": seed, "success": success, "strategy": expert.strategy,
+                       "control_hz": CONTROL_HZ, "image_size": list(sim.image_size) if images else None,
+                       "objects": list(MOVABLE_OBJECTS)})
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)  # earlier episodes are finished bags outside staging
+        _remove_if_empty(partial.parent)
+        if exc.errno == errno.ENOSPC:
+            raise BagError(f"disk full while recording {final.name}; its partial bag was removed, "
+                           f"earlier episodes in {out_dir} are intact") from exc
+        raise
     size = sum(f.stat().st_size for f in partial.iterdir())
     if not success and not keep_failure:
         shutil.rmtree(partial)
+        _remove_if_empty(partial.parent)
         return RecordedEpisode(None, seed, False, expert.strategy, messages, 0)
     target = final if success else final.with_name(final.name + "_failed")
     partial.rename(target)
+    _remove_if_empty(partial.parent)
     return RecordedEpisode(target, seed, success, expert.strategy, messages, size)

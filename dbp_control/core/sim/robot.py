@@ -11,7 +11,7 @@ import numpy as np
 from dbp_control.core.calibration import CameraIntrinsics, load_camera_intrinsics
 from dbp_control.core.layout import CAMERAS, SIDES, joint_names
 from dbp_control.core.sim.ik import SiteIK
-from dbp_control.core.sim.scene import GRIPPER_STROKE, build_scene_xml
+from dbp_control.core.sim.scene import GRIPPER_STROKE, MOVABLE_OBJECTS, build_scene_xml
 
 # the classic UR "up" pose, with the forearm horizontal over the table
 HOME_ARM = np.array([0.0, -1.2, 1.6, -1.97, -1.5708, 0.0])
@@ -108,6 +108,10 @@ class DualArmSim:
 
     def object_position(self, body: str) -> np.ndarray:
         return self.data.body(body).xpos.copy()
+
+    def object_poses(self) -> np.ndarray:
+        """[len(MOVABLE_OBJECTS), 7]: position and quaternion (w, x, y, z) of each movable object."""
+        return np.stack([np.concatenate([self.data.body(b).xpos, self.data.body(b).xquat]) for b in MOVABLE_OBJECTS])
 
     def object_yaw(self, body: str) -> float:
         """Rotation about the vertical of an object placed by `set_object_pose` (and not tipped over)."""

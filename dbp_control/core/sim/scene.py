@@ -19,6 +19,7 @@ BOX_POS = (0.0, 0.72)  # an open box at the back of the table, with a lid (trans
 BOX_INNER = 0.07  # half inner width
 BOX_WALL = 0.005  # half wall thickness
 BOX_HEIGHT = 0.08
+MOVABLE_OBJECTS: tuple[str, ...] = ("cube", "lid")  # free bodies, in the order their poses are reported
 BASE_X = 0.35  # each arm's base this far left / right of the table centre
 BASE_FACING_FORWARD = "0.7071068 0 0 0.7071068"  # yaw 90 deg: at shoulder_pan = 0 the arm reaches over the table (+y)
 
