@@ -211,7 +211,7 @@ def read_bag(path: Path, *, topics: list[str] | None = None, distro: str = "humb
         reader = Reader(path)
         reader.open()
     except Exception as exc:  # rosbags raises several types for damaged metadata or storage files
-        raise BagError(f"cannot open bag {path}: {exc}") from exc
+        raise BagError(f"cannot open bag {path} (damaged or truncated?): {exc}") from exc
     try:
         present = {c.topic for c in reader.connections}
         missing = sorted(set(topics or []) - present)

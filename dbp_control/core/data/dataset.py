@@ -107,7 +107,10 @@ def _joint_order(names: list[str]) -> np.ndarray:
 
 def compile_episode(bag: Path, cfg: BuildConfig) -> tuple[EpisodeArrays, dict[str, Any]]:
     """Replay one bag into steps. Raises EpisodeSkipped (with the reason) for an unusable episode."""
-    info = read_episode_info(bag)
+    try:
+        info = read_episode_info(bag)
+    except BagError as exc:
+        raise EpisodeSkipped(str(exc)) from None
     if info is None:
         raise EpisodeSkipped("no episode info (the recording was interrupted before it finished)")
     if not info.get("success", False) and not cfg.include_failures:
@@ -129,6 +132,7 @@ def compile_episode(bag: Path, cfg: BuildConfig) -> tuple[EpisodeArrays, dict[st
     frames: dict[str, list[np.ndarray]] = {cam: [] for cam in cfg.cameras}
     period_ns = round(1e9 / cfg.rate_hz)
     next_tick: int | None = None
+    last_log_time = 0
 
     def ready() -> bool:
         return (joints is not None and all(c is not None for c in commands)
@@ -178,8 +182,9 @@ def compile_episode(bag: Path, cfg: BuildConfig) -> tuple[EpisodeArrays, dict[st
                 image_set = (max(stamp_ns_of(m) for m in matched[:joint_input]), images)
             if next_tick is None and ready():
                 next_tick = message.log_time_ns
-        if next_tick is not None and ready():
-            emit(next_tick)  # the last tick at or before the final message
+            last_log_time = message.log_time_ns
+        if next_tick is not None and next_tick == last_log_time:
+            emit(next_tick)  # a tick exactly at the final message
     except BagError as exc:
         raise EpisodeSkipped(str(exc)) from None
     except ImageError as exc:

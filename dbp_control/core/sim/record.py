@@ -97,7 +97,8 @@ def record_episode(sim: DualArmSim, task: Task, seed: int, out_dir: Path, *, sto
                     targets = expert.targets(t)
                     sim.set_targets(targets)
                     for i, side in enumerate(SIDES):
-                        bag.write(CHANNELS[f"{side}_arm_command"].topic, stamp, float64_array_msg(distro, targets[7 * i : 7 * i + 7]))
+                        command = float64_array_msg(distro, targets[7 * i : 7 * i + 7])
+                        bag.write(CHANNELS[f"{side}_arm_command"].topic, stamp, command)
                         messages += 1
                 if joints_due(t):
                     state = sim.joint_state()
