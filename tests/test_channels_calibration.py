@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from dbp_control.core.calibration import CalibrationError, load_camera_intrinsics
-from dbp_control.core.channels import CHANNELS, channel
+from dbp_control.core.channels import CHANNELS, ROBOT_CHANNELS, channel
 from dbp_control.core.data.bags import typestore
 from dbp_control.core.layout import CAMERAS
 
@@ -12,7 +12,8 @@ def test_channel_table_is_consistent():
     assert len(topics) == len(set(topics))
     for distro in ("humble", "jazzy"):
         assert all(c.msg_type in typestore(distro).types for c in CHANNELS.values())
-    assert all(c.rate_hz > 0 for c in CHANNELS.values())
+    assert all(c.rate_hz > 0 for c in ROBOT_CHANNELS.values()) and all(c.rate_hz >= 0 for c in CHANNELS.values())
+    assert not any(c.sim_only for c in ROBOT_CHANNELS.values()) and ROBOT_CHANNELS["joint_states"] is channel("joint_states")
     # the recorder and the command node drive both arms from one clock
     assert channel("left_arm_command").rate_hz == channel("right_arm_command").rate_hz
     for cam in CAMERAS:

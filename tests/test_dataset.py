@@ -267,7 +267,7 @@ def test_cli_builds_and_benchmarks_reading(tmp_path):
     done = subprocess.run(cli + ["build", str(tmp_path / "bags"), str(out), "--image-size", "24x32", "--quiet"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "2 episodes" in done.stdout and "MB per episode" in done.stdout
+    assert "2 episodes" in done.stdout and "kB per episode" in done.stdout
     info = subprocess.run(cli + ["info", str(out), "--bench", "--batch-size", "8"], capture_output=True, text=True,
                           timeout=120)
     assert info.returncode == 0, info.stderr

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from dbp_control.core.benchmarks.multimodal import MultimodalBenchConfig, format_table, run_multimodal_benchmark
+from dbp_control.core.paths import CONFIG_DIR
 from dbp_control.core.data.bags import BagError
 from dbp_control.core.training.checkpoint import CheckpointError
+from dbp_control.middleware.port import PortError
 
 
 def _positive_int(text: str) -> int:
@@ -144,7 +146,8 @@ def _dataset_build(args: argparse.Namespace) -> int:
     print(f"{report.out}: {report.episodes} episodes, {report.steps} steps "
           f"(train {len(report.split['train'])}, val {len(report.split['val'])} episodes), "
           f"{len(report.skipped)} skipped")
-    print(f"{report.bytes / 1e6:.2f} MB, {report.bytes / 1e6 / report.episodes:.2f} MB per episode; "
+    per_episode = report.bytes / report.episodes
+    print(f"{report.bytes / 1e6:.2f} MB, {per_episode / 1e3:.1f} kB per episode; "
           f"built in {report.seconds:.1f} s ({(report.episodes + len(report.skipped)) / report.seconds:.2f} bags/s, "
           f"{report.steps / report.seconds:.0f} steps/s)")
     return 0
@@ -166,6 +169,42 @@ def _dataset_info(args: argparse.Namespace) -> int:
         print(f"load into memory: {t.load_seconds:.2f} s ({t.load_mb_per_s:.0f} MB/s uncompressed); "
               f"random batches of {args.batch_size}: {t.batches_per_s:.0f} batches/s, {t.samples_per_s:.0f} samples/s")
     return 0
+
+
+def _sim_robot(args: argparse.Namespace) -> int:
+    from dbp_control.nodes.runner import parse_overrides, run_node
+    from dbp_control.nodes.sim_robot import NAME, SimRobot
+
+    run_node(NAME, SimRobot, parameters_file=args.params, overrides=parse_overrides(args.set), endpoint=args.endpoint,
+             distro=args.distro, duration_s=args.duration)
+    return 0
+
+
+def _zenoh_router(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from dbp_control.middleware.zenoh_backend import open_router
+
+    router = open_router(args.endpoint)
+    print(f"Zenoh router on {args.endpoint} (Ctrl-C stops it)", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    router.close()
+    return 0
+
+
+def _add_node_options(parser: argparse.ArgumentParser, default_params: Path) -> None:
+    from dbp_control.middleware.zenoh_backend import DEFAULT_ENDPOINT, ENDPOINT_ENV
+
+    parser.add_argument("--params", type=Path, default=default_params, help="ROS 2 parameters YAML")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override one parameter")
+    parser.add_argument("--endpoint", default=None,
+                        help=f"Zenoh endpoint to connect to (default ${ENDPOINT_ENV} or {DEFAULT_ENDPOINT})")
+    parser.add_argument("--distro", choices=("humble", "jazzy"), default="humble", help="message definitions on the wire")
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,6 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, default=0, help="first seed")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
     check.set_defaults(func=_sim_experts)
+    robot = sims.add_parser("robot", help="the simulated robot as a node on the robot's topics (Zenoh)",
+                            description="Publishes joint states, cameras and object poses and follows arm "
+                            "commands on the robot's topics, as ROS 2 CDR over Zenoh; /sim/reset (a seed) starts "
+                            "an episode, /sim/status reports it.")
+    _add_node_options(robot, CONFIG_DIR / "sim_robot.yaml")
+    robot.set_defaults(func=_sim_robot)
+
+    zenoh_cmd = commands.add_parser("zenoh", help="Zenoh helpers")
+    zenohs = zenoh_cmd.add_subparsers(dest="zenoh", required=True, metavar="ZENOH")
+    router = zenohs.add_parser("router", help="run the Zenoh router the nodes meet at")
+    router.add_argument("--endpoint", default="tcp/127.0.0.1:7447")
+    router.set_defaults(func=_zenoh_router)
 
     from dbp_control.core.data.dataset import BuildConfig
 
@@ -267,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     # bad input: a message, no traceback (DatasetError is a ValueError)
-    except (ValueError, KeyError, CheckpointError, BagError, FloatingPointError, OSError) as exc:
+    except (ValueError, KeyError, CheckpointError, BagError, PortError, FloatingPointError, OSError) as exc:
         print(f"dbp {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -9,17 +9,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-
-
-def _calibration_dir() -> Path:
-    """calibration/ of the source tree (editable installs), else <prefix>/share/dbp_control/calibration
-    where colcon and pip install it (this file is <prefix>/lib/pythonX.Y/site-packages/dbp_control/core/)."""
-    here = Path(__file__).resolve()
-    source = here.parents[2] / "calibration"
-    return source if source.is_dir() else here.parents[5] / "share" / "dbp_control" / "calibration"
-
-
-CALIBRATION_DIR = _calibration_dir()
+from dbp_control.core.paths import CALIBRATION_DIR
 
 
 class CalibrationError(ValueError):

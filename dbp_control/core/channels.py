@@ -23,7 +23,7 @@ class Channel:
     topic: str
     msg_type: str
     qos: Qos
-    rate_hz: float
+    rate_hz: float  # nominal; 0 for messages sent on events
     frame_id: str = ""
     sim_only: bool = False  # privileged simulator state: recorded in simulation, absent on the robot
 
@@ -53,6 +53,9 @@ CHANNELS: dict[str, Channel] = {
     # one pose per movable object (dbp_control.core.sim.scene.MOVABLE_OBJECTS order), for state-based policies
     "object_poses": Channel("/sim/object_poses", "geometry_msgs/msg/PoseArray", Qos.SENSOR_DATA, 50.0, "world",
                             sim_only=True),
+    # the simulated robot's episode control: a seed on sim_reset starts an episode; sim_status is JSON
+    "sim_reset": Channel("/sim/reset", "std_msgs/msg/Int64", Qos.RELIABLE, 0.0, sim_only=True),
+    "sim_status": Channel("/sim/status", "std_msgs/msg/String", Qos.RELIABLE, 10.0, sim_only=True),
 }
 ROBOT_CHANNELS: dict[str, Channel] = {name: c for name, c in CHANNELS.items() if not c.sim_only}
 

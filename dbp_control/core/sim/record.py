@@ -80,8 +80,9 @@ def record_episode(sim: DualArmSim, task: Task, seed: int, out_dir: Path, *, sto
     expert = make_expert(sim, task, np.random.default_rng(seed + 1_000_003))
     t0_ns = time.time_ns() if start_ns is None else start_ns
     cameras = CAMERAS if images else ()
-    camera_channels = {f"{cam}_image" for cam in CAMERAS} | {f"{cam}_camera_info" for cam in CAMERAS}
-    topics = {c.topic: c.msg_type for name, c in CHANNELS.items() if images or name not in camera_channels}
+    recorded = ["joint_states", *(f"{side}_arm_command" for side in SIDES), "object_poses",
+                *(f"{cam}_{kind}" for cam in cameras for kind in ("image", "camera_info"))]
+    topics = {CHANNELS[name].topic: CHANNELS[name].msg_type for name in recorded}
     command_due = _Due(CONTROL_HZ)  # both arms' commands
     joints_due = _Due(CHANNELS["joint_states"].rate_hz)
     objects_due = _Due(CHANNELS["object_poses"].rate_hz)

@@ -1,0 +1,123 @@
+"""The simulated dual-arm robot as a node: the robot's topics, published and subscribed as the real
+drivers and cameras do, so the live graph runs against it unchanged.
+
+Publishes joint states, the three cameras (Image + CameraInfo), the object poses and an episode status;
+takes per-arm position commands and a reset (seed) that starts a new episode. The physics follows the
+wall clock (times `real_time_factor`); every stamp is the wall-clock time of the state it describes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from dbp_control.core.channels import CHANNELS
+from dbp_control.core.data.bags import (
+    camera_info_msg,
+    image_msg,
+    joint_state_msg,
+    pose_array_msg,
+    typestore,
+)
+from dbp_control.core.layout import CAMERAS, SIDES, joint_names
+from dbp_control.core.sim.robot import DualArmSim
+from dbp_control.core.sim.tasks import make_task
+from dbp_control.middleware.port import Node
+
+NAME = "sim_robot"
+DEFAULTS: dict[str, Any] = {
+    "task": "lift",
+    "seed": 0,
+    "image_height": 240,
+    "image_width": 320,
+    "physics_hz": 500.0,
+    "real_time_factor": 1.0,
+    "cameras": True,  # False: no rendering (state-only runs)
+}
+
+
+class SimRobot:
+    """Node logic over the port: timers publish, callbacks set targets; nothing here knows the backend."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.params = p = node.parameters(DEFAULTS)
+        if not p["real_time_factor"] > 0:
+            raise ValueError(f"real_time_factor must be positive, got {p['real_time_factor']}")
+        self.task = make_task(p["task"])
+        self.sim = DualArmSim(physics_hz=p["physics_hz"], image_size=(p["image_height"], p["image_width"]))
+        self.distro = node.distro
+        self.types = typestore(self.distro).types
+        self.rejected = 0
+        self._publishers = {name: node.publisher(CHANNELS[name]) for name in
+                            ("joint_states", "object_poses", "sim_status",
+                             *(f"{cam}_{kind}" for cam in CAMERAS for kind in ("image", "camera_info")))}
+        for i, side in enumerate(SIDES):
+            node.subscribe(CHANNELS[f"{side}_arm_command"], lambda msg, i=i: self.on_command(i, msg))
+        node.subscribe(CHANNELS["sim_reset"], lambda msg: self.reset(int(msg.data)))
+        self.reset(p["seed"])
+        node.timer(1.0 / CHANNELS["joint_states"].rate_hz, self.on_joint_timer)
+        node.timer(1.0 / CHANNELS["object_poses"].rate_hz, self.publish_objects)
+        node.timer(1.0 / CHANNELS["sim_status"].rate_hz, self.publish_status)
+        if p["cameras"]:
+            node.timer(1.0 / CHANNELS["head_image"].rate_hz, self.publish_cameras)
+
+    def reset(self, seed: int) -> None:
+        self.task.reset(self.sim, seed)
+        self.seed = seed
+        self.targets = self.sim.joint_state().position.copy()
+        self.sim.set_targets(self.targets)
+        self.start_ns = self.node.now_ns()
+        self.node.logger.info("episode %s seed %d started", self.task.name, seed)
+
+    def on_command(self, arm: int, msg: Any) -> None:
+        values = np.asarray(msg.data, dtype=np.float64)
+        side = SIDES[arm]
+        if values.shape != (len(joint_names(side)),) or not np.isfinite(values).all():
+            self.rejected += 1
+            self.node.logger.warning("rejected %s arm command: %d values%s (expected %d finite)", side, values.size,
+                                     "" if np.isfinite(values).all() else " with NaN/inf", len(joint_names(side)))
+            return
+        self.targets[7 * arm : 7 * arm + 7] = values
+        self.sim.set_targets(self.targets)
+
+    def advance(self) -> None:
+        """Step the physics up to the wall clock (at most 0.1 s at once, so a stall does not explode)."""
+        due = (self.node.now_ns() - self.start_ns) / 1e9 * self.params["real_time_factor"]
+        lag = min(due - self.sim.time, 0.1)
+        steps = math.floor(lag / self.sim.model.opt.timestep)
+        for _ in range(steps):
+            self.sim.step(self.sim.model.opt.timestep)
+        if steps:
+            self.task.observe(self.sim)
+
+    def on_joint_timer(self) -> None:
+        self.advance()
+        state = self.sim.joint_state()
+        stamp = self.node.now_ns()
+        self._publishers["joint_states"].publish(
+            joint_state_msg(self.distro, stamp, state.names, state.position, state.velocity))
+
+    def publish_objects(self) -> None:
+        channel = CHANNELS["object_poses"]
+        self._publishers["object_poses"].publish(
+            pose_array_msg(self.distro, self.node.now_ns(), channel.frame_id, self.sim.object_poses()))
+
+    def publish_cameras(self) -> None:
+        for cam in CAMERAS:
+            stamp = self.node.now_ns()
+            image, info = CHANNELS[f"{cam}_image"], CHANNELS[f"{cam}_camera_info"]
+            self._publishers[f"{cam}_image"].publish(image_msg(self.distro, stamp, image.frame_id, self.sim.render(cam)))
+            self._publishers[f"{cam}_camera_info"].publish(
+                camera_info_msg(self.distro, stamp, info.frame_id, self.sim.intrinsics[cam]))
+
+    def status(self) -> dict[str, Any]:
+        return {"task": self.task.name, "seed": self.seed, "time": round(self.sim.time, 4),
+                "success": bool(self.task.success(self.sim)), "reward": float(self.task.reward(self.sim)),
+                "rejected_commands": self.rejected}
+
+    def publish_status(self) -> None:
+        self._publishers["sim_status"].publish(self.types["std_msgs/msg/String"](data=json.dumps(self.status())))

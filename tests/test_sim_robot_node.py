@@ -1,0 +1,129 @@
+"""The simulated robot as a separate process on the robot's topics over Zenoh (real ROS 2 CDR bytes)."""
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from dbp_control.core.channels import CHANNELS
+from dbp_control.core.data.bags import float64_array_msg, stamp_ns_of, typestore
+from dbp_control.middleware.zenoh_backend import ZenohNode, open_router, topic_key
+
+
+def free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp/127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture(scope="module")
+def robot():
+    """A router, the sim robot process, and a client node spinning in a thread of this process."""
+    endpoint = free_endpoint()
+    router = open_router(endpoint)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dbp_control.cli.main", "sim", "robot", "--endpoint", endpoint,
+         "--set", "image_height=48", "--set", "image_width=64", "--set", "seed=3"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = ZenohNode("test_client", endpoint=endpoint)
+    received = defaultdict(list)
+    lock = threading.Lock()
+
+    def keep(name):
+        def on_message(msg):
+            with lock:
+                received[name].append((time.monotonic(), msg))
+        return on_message
+
+    for name in ("joint_states", "head_image", "head_camera_info", "left_wrist_image", "object_poses", "sim_status"):
+        client.subscribe(CHANNELS[name], keep(name))
+    spinner = threading.Thread(target=client.spin, daemon=True)
+    spinner.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (received["joint_states"] and received["head_image"]):
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.1)
+    assert received["joint_states"], "no joint states from the sim robot within 60 s"
+    yield client, received, lock, process
+    process.terminate()
+    output = process.communicate(timeout=20)[0]
+    client.shutdown()
+    router.close()
+    assert process.returncode == 0, output
+
+
+def latest(received, lock, name):
+    with lock:
+        return received[name][-1][1]
+
+
+def test_keys_follow_rmw_zenoh():
+    assert topic_key("/joint_states", "sensor_msgs/msg/JointState", "jazzy") == (
+        "0/joint_states/sensor_msgs::msg::dds_::JointState_/"
+        "RIHS01_a13ee3a330e346c9d87b5aa18d24e11690752bd33a0350f11c5882bc9179260e")
+    assert topic_key("/left_arm/forward_position_controller/commands", "std_msgs/msg/Float64MultiArray", "humble",
+                     domain_id=7) == ("7/left_arm/forward_position_controller/commands/"
+                                      "std_msgs::msg::dds_::Float64MultiArray_/TypeHashNotSupported")
+
+
+def test_publishes_the_robot_topics_at_their_rates(robot):
+    client, received, lock, _ = robot
+    with lock:
+        for name in received:
+            received[name].clear()
+    time.sleep(2.0)
+    with lock:
+        counts = {name: len(v) for name, v in received.items()}
+        joints = received["joint_states"][-1][1]
+        image = received["head_image"][-1][1]
+        info = received["head_camera_info"][-1][1]
+    assert counts["joint_states"] >= 0.8 * 125 * 2, counts
+    assert counts["head_image"] >= 0.8 * 30 * 2 and counts["left_wrist_image"] >= 0.8 * 30 * 2, counts
+    assert counts["object_poses"] >= 0.8 * 50 * 2, counts
+    assert joints.name[0] == "left_shoulder_pan_joint" and len(joints.position) == 14
+    assert abs(stamp_ns_of(joints) - time.time_ns()) < 1e9  # stamped with the wall clock
+    assert (image.height, image.width, image.encoding, image.header.frame_id) == (48, 64, "rgb8",
+                                                                                "head_camera_color_optical_frame")
+    assert info.width == 64 and info.k[0] == pytest.approx(615 * 64 / 640)
+    status = json.loads(latest(received, lock, "sim_status").data)
+    assert status["task"] == "lift" and status["seed"] == 3
+
+
+def test_tracks_commanded_joint_targets_and_rejects_bad_commands(robot):
+    client, received, lock, _ = robot
+    publish = client.publisher(CHANNELS["left_arm_command"])
+    start = np.asarray(latest(received, lock, "joint_states").position[:7])
+    target = start + np.array([0.2, -0.1, 0.15, 0.0, 0.1, -0.2, 0.0])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        publish.publish(float64_array_msg("humble", target))
+        time.sleep(0.02)
+        if np.abs(np.asarray(latest(received, lock, "joint_states").position[:7]) - target).max() < 0.01:
+            break
+    np.testing.assert_allclose(latest(received, lock, "joint_states").position[:7], target, atol=0.01)
+    before = json.loads(latest(received, lock, "sim_status").data)["rejected_commands"]
+    publish.publish(float64_array_msg("humble", np.full(7, np.nan)))
+    publish.publish(float64_array_msg("humble", np.zeros(5)))
+    time.sleep(0.5)
+    assert json.loads(latest(received, lock, "sim_status").data)["rejected_commands"] == before + 2
+    np.testing.assert_allclose(latest(received, lock, "joint_states").position[:7], target, atol=0.01)
+
+
+def test_a_reset_starts_a_new_episode_with_the_given_seed(robot):
+    client, received, lock, _ = robot
+    objects_before = np.array([[p.position.x, p.position.y] for p in latest(received, lock, "object_poses").poses])
+    reset = client.publisher(CHANNELS["sim_reset"])
+    reset.publish(typestore("humble").types["std_msgs/msg/Int64"](data=11))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and json.loads(latest(received, lock, "sim_status").data)["seed"] != 11:
+        time.sleep(0.05)
+    assert json.loads(latest(received, lock, "sim_status").data)["seed"] == 11
+    time.sleep(0.1)
+    objects_after = np.array([[p.position.x, p.position.y] for p in latest(received, lock, "object_poses").poses])
+    assert not np.allclose(objects_before[0], objects_after[0])  # the cube was placed by the new seed
