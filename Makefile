@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 # cpu: onnxruntime; on the robot use EXTRAS=robot,test (onnxruntime-gpu + pyrealsense2). Never both.
-EXTRAS ?= cpu,test
+# metaworld: the optional second benchmark family, installed here so its tests run.
+EXTRAS ?= cpu,test,metaworld
 comma := ,
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)-$(subst $(comma),-,$(EXTRAS))
 

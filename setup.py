@@ -33,11 +33,14 @@ setup(
         "numpy", "torch>=2.3", "tqdm", "pyyaml", "matplotlib", "rosbags>=0.11",
         "mujoco==3.3.0",  # the version robosuite, gymnasium-robotics and metaworld accept (4.0 breaks them)
         "gymnasium>=1.0",
+        "zarr>=3.1,<4",  # training datasets
+        "eclipse-zenoh>=1.5,<2",  # the middleware backend on machines without ROS 2
     ],
     extras_require={
         "cpu": ["onnxruntime"],  # never together with onnxruntime-gpu: they share the module name
         "robot": ["onnxruntime-gpu", "pyrealsense2"],
         "test": ["pytest", "colcon-core", "colcon-ros", "colcon-python-setup-py"],
+        "metaworld": ["metaworld==3.1.1"],  # a second benchmark family; pins mujoco 3.3.0 like this package
     },
     entry_points={"console_scripts": ["dbp = dbp_control.cli.main:main"]},
     zip_safe=True,

@@ -160,7 +160,9 @@ def _dataset_info(args: argparse.Namespace) -> int:
     tasks = sorted({str(e.get("task")) for e in ds.episodes})
     print(f"{ds.path}: {len(ds.episodes)} episodes ({', '.join(tasks)}), {ds.steps} steps at {ds.build['rate_hz']} Hz; "
           f"train {len(ds.split['train'])}, val {len(ds.split['val'])}")
-    print(f"state: {len(ds.layout['joints'])} joints from {ds.layout['state']['topic']}; objects: "
+    state_dim, action_dim = ds.array("state").shape[1], ds.array("action").shape[1]
+    source = ds.layout.get("source", "robot topics")
+    print(f"state {state_dim}-D, action {action_dim}-D, from {source}; object poses: "
           f"{'yes' if ds.layout.get('objects') else 'no'}")
     for cam, spec in ds.layout["cameras"].items():
         print(f"camera {cam}: {spec['size'][0]}x{spec['size'][1]} from {spec['topic']}")
@@ -168,6 +170,36 @@ def _dataset_info(args: argparse.Namespace) -> int:
         t = measure_read_throughput(ds, batch_size=args.batch_size)
         print(f"load into memory: {t.load_seconds:.2f} s ({t.load_mb_per_s:.0f} MB/s uncompressed); "
               f"random batches of {args.batch_size}: {t.batches_per_s:.0f} batches/s, {t.samples_per_s:.0f} samples/s")
+    return 0
+
+
+def _sim_metaworld(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm.auto import tqdm
+
+    from dbp_control.core.sim.metaworld_experts import metaworld_envs, run_metaworld_expert, write_metaworld_dataset
+
+    known = metaworld_envs()
+    envs = known if args.env == ["all"] else args.env
+    unknown = sorted(set(envs) - set(known))
+    if unknown:
+        raise ValueError(f"unknown Meta-World environment(s) {unknown}; known: {known}")
+    start = time.perf_counter()
+    runs = ((env, seed) for env in envs for seed in range(args.seed, args.seed + args.episodes))
+    episodes = (run_metaworld_expert(env, seed) for env, seed in runs)
+    bar = lambda items: tqdm(items, total=len(envs) * args.episodes, desc="Meta-World", disable=args.quiet)  # noqa: E731
+    if args.out is None:
+        ran = list(bar(episodes))
+    else:
+        writer, ran = write_metaworld_dataset(episodes, args.out, progress=bar)
+    print(f"{'environment':<28} {'success':>9}")
+    for env in envs:
+        outcomes = [e.success for e in ran if e.env_name == env]
+        print(f"{env:<28} {sum(outcomes):>4}/{len(outcomes):<4}")
+    print(f"{len(ran) / (time.perf_counter() - start) * 60:.0f} episodes per minute (state observations)")
+    if args.out is not None:
+        print(f"dataset: {writer.out} ({len(writer.episodes)} successful episodes, {writer.bytes / 1e6:.2f} MB)")
     return 0
 
 
@@ -261,6 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, default=0, help="first seed")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
     check.set_defaults(func=_sim_experts)
+    mw = sims.add_parser("metaworld", help="Meta-World's scripted experts (optional extra): success, and a dataset",
+                         description="Runs Meta-World's own scripted policies (state observations) on consecutive "
+                         "seeds, prints success per environment, and with --out writes the successful episodes as "
+                         "a dataset for `dbp train`. Needs: pip install 'dbp_control[metaworld]'.")
+    mw.add_argument("--env", action="append", required=True, help="environment, e.g. reach-v3 (repeatable), or all")
+    mw.add_argument("--episodes", type=_positive_int, default=50, help="episodes per environment")
+    mw.add_argument("--seed", type=int, default=0, help="first seed")
+    mw.add_argument("--out", type=Path, default=None, help="write a dataset of the successful episodes here")
+    mw.add_argument("--quiet", action="store_true", help="no progress bar")
+    mw.set_defaults(func=_sim_metaworld)
     robot = sims.add_parser("robot", help="the simulated robot as a node on the robot's topics (Zenoh)",
                             description="Publishes joint states, cameras and object poses and follows arm "
                             "commands on the robot's topics, as ROS 2 CDR over Zenoh; /sim/reset (a seed) starts "
@@ -318,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     # bad input: a message, no traceback (DatasetError is a ValueError)
-    except (ValueError, KeyError, CheckpointError, BagError, PortError, FloatingPointError, OSError) as exc:
+    except (ValueError, KeyError, CheckpointError, BagError, PortError, FloatingPointError, OSError,
+            ImportError) as exc:
         print(f"dbp {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -238,9 +238,9 @@ def _stats(values: np.ndarray) -> dict[str, list[float]]:
     return {"min": v.min(0).tolist(), "max": v.max(0).tolist(), "mean": v.mean(0).tolist(), "std": v.std(0).tolist()}
 
 
-def _split(n: int, cfg: BuildConfig) -> dict[str, list[int]]:
-    order = np.random.default_rng(cfg.seed).permutation(n)
-    n_val = 0 if n < 2 or cfg.val_fraction == 0 else max(1, round(n * cfg.val_fraction))
+def _split(n: int, val_fraction: float, seed: int) -> dict[str, list[int]]:
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = 0 if n < 2 or val_fraction == 0 else max(1, round(n * val_fraction))
     return {"train": sorted(order[n_val:].tolist()), "val": sorted(order[:n_val].tolist())}
 
 
@@ -254,6 +254,73 @@ def _layout(cfg: BuildConfig) -> dict[str, Any]:
     }
 
 
+class DatasetWriter:
+    """Writes a dataset one episode at a time into a hidden staging folder beside `out`; `finish` adds
+    the split, statistics and layout and moves it to `out`. An existing `out` is never touched; on any
+    error the staging folder is removed (a full disk is reported as such)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        if self.out.exists():
+            raise DatasetError(f"{self.out} already exists; refusing to overwrite a dataset")
+        self.partial = self.out.with_name(f".{self.out.name}.partial")
+        if self.partial.exists():
+            shutil.rmtree(self.partial)  # left by an interrupted build
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.root: zarr.Group | None = None
+        self.episodes: list[dict[str, Any]] = []
+        self.ends: list[int] = []
+        self._stats_parts: dict[str, list[np.ndarray]] = {"state": [], "action": [], "objects": []}
+        self._pixels: dict[str, list[np.ndarray]] = {}
+
+    def add(self, arrays: EpisodeArrays, description: dict[str, Any]) -> None:
+        if self.root is None:
+            self.root = _create(self.partial, arrays)
+        _append(self.root, arrays)
+        self.ends.append((self.ends[-1] if self.ends else 0) + len(arrays))
+        self.episodes.append({"steps": len(arrays), **description})
+        self._stats_parts["state"].append(arrays.state)
+        self._stats_parts["action"].append(arrays.action)
+        if arrays.objects is not None:
+            self._stats_parts["objects"].append(arrays.objects)
+        for cam, frames in arrays.images.items():  # a few frames per episode for the colour statistics
+            self._pixels.setdefault(cam, []).append(frames[:: max(1, len(frames) // 8)].reshape(-1, 3))
+
+    def finish(self, *, layout: dict[str, Any], build: dict[str, Any], val_fraction: float, seed: int,
+               skipped: list[tuple[Path, str]] = ()) -> dict[str, list[int]]:
+        if self.root is None:
+            raise DatasetError("no episode was added")
+        split = _split(len(self.episodes), val_fraction, seed)
+        train = split["train"] or split["val"]
+        stats = {k: _stats(np.concatenate([v[i] for i in train])) for k, v in self._stats_parts.items() if v}
+        for cam, pixels in self._pixels.items():
+            p = np.concatenate([pixels[i] for i in train]).astype(np.float64) / 255.0
+            stats[f"images/{cam}"] = {"mean": p.mean(0).tolist(), "std": p.std(0).tolist()}
+        self.root.create_array("meta/episode_ends", data=np.array(self.ends, dtype=np.int64))
+        self.root.attrs.update({
+            "format": FORMAT, "format_version": FORMAT_VERSION, "layout": layout, "build": _jsonable(build),
+            "episodes": self.episodes, "split": split, "stats": stats,
+            "skipped": [{"source": str(b), "reason": r} for b, r in skipped],
+        })
+        self.partial.rename(self.out)
+        return split
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.out.rglob("*") if f.is_file())
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            return
+        shutil.rmtree(self.partial, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise DatasetError(f"disk full while writing {self.out}; nothing was written there and no input "
+                               "was changed") from exc
+
+
 def build_dataset(bag_paths: Iterable[Path], out: Path, cfg: BuildConfig,
                   progress: Callable[[Iterable[Path]], Iterable[Path]] = lambda bags: bags) -> BuildReport:
     """Compile bags into `out` (a new folder; never overwritten). Bags are only read. Unusable episodes
@@ -261,72 +328,31 @@ def build_dataset(bag_paths: Iterable[Path], out: Path, cfg: BuildConfig,
     import time
 
     start = time.perf_counter()
-    out = Path(out)
-    if out.exists():
-        raise DatasetError(f"{out} already exists; refusing to overwrite a dataset")
     bags = find_bags(bag_paths)
-    partial = out.with_name(f".{out.name}.partial")
-    if partial.exists():
-        shutil.rmtree(partial)  # left by an interrupted build
-    out.parent.mkdir(parents=True, exist_ok=True)
     skipped: list[tuple[Path, str]] = []
-    episodes: list[dict[str, Any]] = []
-    ends: list[int] = []
-    stats_parts: dict[str, list[np.ndarray]] = {"state": [], "action": [], "objects": []}
-    image_means: dict[str, list[np.ndarray]] = {cam: [] for cam in cfg.cameras}
-    root: zarr.Group | None = None
-    try:
+    with DatasetWriter(out) as writer:
         for bag in progress(bags):
             try:
                 arrays, info = compile_episode(bag, cfg)
             except EpisodeSkipped as exc:
                 skipped.append((bag, str(exc)))
                 continue
-            if root is None:
-                root = _create(partial, arrays, cfg)
-            _append(root, arrays)
-            ends.append((ends[-1] if ends else 0) + len(arrays))
-            episodes.append({"source": str(bag.resolve()), "steps": len(arrays), **{k: info.get(k) for k in
-                            ("task", "seed", "success", "strategy")}})
-            stats_parts["state"].append(arrays.state)
-            stats_parts["action"].append(arrays.action)
-            if arrays.objects is not None:
-                stats_parts["objects"].append(arrays.objects)
-            for cam, frames in arrays.images.items():
-                image_means[cam].append(frames[:: max(1, len(frames) // 8)].reshape(-1, 3))  # a few frames per episode
-        if root is None:
+            writer.add(arrays, {"source": str(bag.resolve()),
+                                **{k: info.get(k) for k in ("task", "seed", "success", "strategy")}})
+        if not writer.episodes:
             reasons = "; ".join(f"{b.name}: {r}" for b, r in skipped)
             raise DatasetError(f"no usable episode among {len(bags)} bag(s): {reasons}")
-        split = _split(len(episodes), cfg)
-        train = split["train"] or split["val"]
-        stats = {k: _stats(np.concatenate([v[i] for i in train])) for k, v in stats_parts.items() if v}
-        for cam, pixels in image_means.items():
-            p = np.concatenate([pixels[i] for i in train]).astype(np.float64) / 255.0
-            stats[f"images/{cam}"] = {"mean": p.mean(0).tolist(), "std": p.std(0).tolist()}
-        root.create_array("meta/episode_ends", data=np.array(ends, dtype=np.int64))
-        root.attrs.update({
-            "format": FORMAT, "format_version": FORMAT_VERSION, "layout": _layout(cfg), "build": _jsonable(asdict(cfg)),
-            "episodes": episodes, "split": split, "stats": stats,
-            "skipped": [{"source": str(b), "reason": r} for b, r in skipped],
-        })
-        partial.rename(out)
-    except OSError as exc:
-        shutil.rmtree(partial, ignore_errors=True)
-        if exc.errno == errno.ENOSPC:
-            raise DatasetError(f"disk full while writing {out}; nothing was written there and no bag was changed") from exc
-        raise
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    return BuildReport(out, len(episodes), ends[-1], skipped, split, size, time.perf_counter() - start)
+        split = writer.finish(layout=_layout(cfg), build=asdict(cfg), val_fraction=cfg.val_fraction, seed=cfg.seed,
+                              skipped=skipped)
+    return BuildReport(writer.out, len(writer.episodes), writer.ends[-1], skipped, split, writer.bytes,
+                       time.perf_counter() - start)
 
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=list))
 
 
-def _create(path: Path, first: EpisodeArrays, cfg: BuildConfig) -> zarr.Group:
+def _create(path: Path, first: EpisodeArrays) -> zarr.Group:
     root = zarr.open_group(path, mode="w-", zarr_format=3)
     compressor = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
     for name, values in _columns(first).items():
