@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,10 +152,15 @@ def train(
     last: dict[str, float] = {}
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc or policy.config.method,
                disable=not progress, dynamic_ncols=True)
+    step_base = start
+    data_s = step_s = 0.0  # since the last log line: reading batches, and whole steps
     with metrics_path.open("a") as log:
         for step in bar:
+            started = time.perf_counter()
             indices = torch.randint(0, len(dataset), (cfg.batch_size,), generator=batch_rng)
-            loss, diagnostics = policy.compute_loss(dataset.batch(indices))
+            batch = dataset.batch(indices)
+            data_s += time.perf_counter() - started
+            loss, diagnostics = policy.compute_loss(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
@@ -164,12 +170,19 @@ def train(
             lr_schedule.step()
             ema.update(policy)
             done = step + 1
+            step_s += time.perf_counter() - started
             if done % cfg.log_every == 0 or done == cfg.steps:
+                # samples read per second of reading, and the share of step time spent reading
+                timing = {"read_samples_per_s": cfg.batch_size * (done - step_base) / max(data_s, 1e-9),
+                          "read_fraction": data_s / max(step_s, 1e-9)}
                 last = {"step": done, "loss": loss.item(), "grad_norm": float(grad_norm),
-                        "lr": lr_schedule.get_last_lr()[0], **{k: float(v) for k, v in diagnostics.items()}}
+                        "lr": lr_schedule.get_last_lr()[0], **{k: float(v) for k, v in diagnostics.items()}, **timing}
+                data_s = step_s = 0.0
+                step_base = done
                 log.write(json.dumps(last) + "\n")
                 log.flush()
-                bar.set_postfix({k: f"{v:.3g}" for k, v in last.items() if k not in ("step", "lr")}, refresh=False)
+                shown = {k: v for k, v in last.items() if k not in ("step", "lr", "read_samples_per_s")}
+                bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 checkpoint(done)
     return TrainResult(policy=ema.model.eval(), steps_done=cfg.steps, resumed_from=start, last_metrics=last)
