@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+import dbp_control.core.sim  # noqa: F401  (chooses MuJoCo's renderer before metaworld imports mujoco)
+
 pytest.importorskip("metaworld", reason="the metaworld extra is not installed")
 
 from dbp_control.core.data.dataset import Dataset, WindowDataset  # noqa: E402

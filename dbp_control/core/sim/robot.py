@@ -3,13 +3,13 @@ targets and a gripper target (0 open .. 1 closed) in; joint positions and veloci
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from dbp_control.core.calibration import CameraIntrinsics, load_camera_intrinsics
 from dbp_control.core.layout import CAMERAS, SIDES, joint_names
+from dbp_control.core.sim import RENDERER_UNSET_AT_MUJOCO_IMPORT
 from dbp_control.core.sim.ik import SiteIK
 from dbp_control.core.sim.scene import GRIPPER_STROKE, MOVABLE_OBJECTS, build_scene_xml
 
@@ -26,9 +26,6 @@ class JointState:
 
 class DualArmSim:
     def __init__(self, *, physics_hz: float = 500.0, image_size: tuple[int, int] = (96, 96)) -> None:
-        # software rendering unless the user chose a backend; must be set before mujoco is imported
-        os.environ.setdefault("MUJOCO_GL", "osmesa")
-        os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
         import mujoco
 
         self._mj = mujoco
@@ -131,6 +128,9 @@ class DualArmSim:
         if camera not in CAMERAS:
             raise ValueError(f"unknown camera {camera!r}; cameras: {list(CAMERAS)}")
         if self._renderer is None:
+            if RENDERER_UNSET_AT_MUJOCO_IMPORT:  # mujoco picked its default (a window system) and would abort
+                raise RuntimeError("mujoco was imported before dbp_control.core.sim chose a renderer; import "
+                                   "dbp_control.core.sim first or set MUJOCO_GL=osmesa (or egl)")
             height, width = self.image_size
             self._renderer = self._mj.Renderer(self.model, height, width)
         self._renderer.update_scene(self.data, camera)
