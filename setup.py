@@ -35,6 +35,7 @@ setup(
         "gymnasium>=1.0",
         "zarr>=3.1,<4",  # training datasets
         "eclipse-zenoh>=1.5,<2",  # the middleware backend on machines without ROS 2
+        "onnx>=1.16",  # dbp export (ONNX Runtime itself comes with the cpu or robot extra)
     ],
     extras_require={
         "cpu": ["onnxruntime"],  # never together with onnxruntime-gpu: they share the module name

@@ -53,6 +53,18 @@ def _bench_multimodal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_policy(args: argparse.Namespace) -> int:
+    from dbp_control.core.benchmarks.policy import PolicyBenchConfig, format_policy_table, run_policy_benchmark
+
+    cfg = PolicyBenchConfig(out_dir=args.out, tasks=tuple(args.task), demos=args.demos, steps=args.steps,
+                            batch_size=args.batch_size, preset=args.preset, eval_episodes=args.episodes,
+                            latency_calls=args.latency_calls, threads=args.threads, progress=not args.quiet)
+    result = run_policy_benchmark(cfg)
+    print(format_policy_table(result))
+    print(f"\nplot: {cfg.out_dir / 'bench_policy.png'}\nresults: {cfg.out_dir / 'results.json'}")
+    return 0
+
+
 def _image_size(text: str) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in text.lower().split("x"))
@@ -173,6 +185,72 @@ def _dataset_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from dbp_control.core.training.recipe import TrainRecipe, train_on_dataset
+
+    recipe = TrainRecipe(method=args.method, obs=args.obs, preset=args.preset, down_dims=args.down_dims or (),
+                         horizon=args.horizon, n_obs_steps=args.n_obs_steps, n_action_steps=args.n_action_steps,
+                         steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_max_decay=args.ema_decay,
+                         seed=args.seed)
+    out = args.out or Path("outputs") / "train" / f"{args.dataset.stem}_{args.method}_{args.obs}"
+    result = train_on_dataset(args.dataset, recipe, out, resume=not args.fresh, progress=not args.quiet)
+    resumed = f" (resumed from step {result.train.resumed_from})" if result.train.resumed_from else ""
+    print(f"trained {args.method} ({args.obs}) for {result.train.steps_done} steps{resumed}: "
+          f"final loss {result.train.last_metrics.get('loss', float('nan')):.4g}"
+          + (f", validation loss {result.validation_loss:.4g}" if result.validation_loss is not None else ""))
+    print(f"checkpoint: {out / 'checkpoint.pt'}\nmetrics: {out / 'metrics.jsonl'}\nloss plot: {result.loss_plot}")
+    return 0
+
+
+def load_chunk_policy(path: Path, *, seed: int = 0):  # noqa: ANN201 (a ChunkPolicy)
+    """An exported policy folder (ONNX Runtime) or a training checkpoint (torch), with its step rate."""
+    from dbp_control.core.evaluation.closed_loop import TorchChunkPolicy
+    from dbp_control.core.inference.engine import PolicyEngine
+    from dbp_control.core.training.checkpoint import load_policy, read_checkpoint
+
+    if path.is_dir():
+        engine = PolicyEngine(path)
+        return engine, float(engine.step_hz), f"ONNX Runtime ({engine.providers[0]})"
+    metadata = read_checkpoint(path).get("metadata") or {}
+    if "dataset" not in metadata:
+        raise ValueError(f"{path} was not made by `dbp train` (no dataset layout and step rate in it)")
+    policy = TorchChunkPolicy(load_policy(path), tuple(metadata["state_keys"]), seed=seed)
+    return policy, float(metadata["dataset"]["rate_hz"]), "torch"
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from dbp_control.core.evaluation.closed_loop import evaluate, save_image_strip
+    from dbp_control.core.sim.tasks import make_task
+
+    make_task(args.task)  # an unknown task fails before loading anything
+    policy, step_hz, runtime = load_chunk_policy(args.policy, seed=args.seed)
+    seeds = range(args.seed, args.seed + args.episodes)
+    result = evaluate(policy, args.task, seeds, step_hz=step_hz, strip_episodes=args.strip,
+                      progress=lambda s: tqdm(s, desc=f"eval {args.task}", disable=args.quiet))
+    low, high = result.interval
+    print(f"{args.task}: {result.successes}/{len(result.episodes)} successful ({result.rate:.0%}, 95% CI "
+          f"{low:.0%}-{high:.0%}), policy {args.policy} via {runtime}, seeds {seeds.start}-{seeds.stop - 1}")
+    if args.strip:
+        args.out.mkdir(parents=True, exist_ok=True)
+        strip = args.out / f"eval_{args.task}.png"
+        save_image_strip(result, strip)
+        print(f"image strip: {strip}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dbp_control.core.export.onnx_export import export_policy
+    from dbp_control.core.paths import MODELS_DIR
+
+    out = args.out or MODELS_DIR / args.checkpoint.parent.name
+    sidecar = export_policy(args.checkpoint, out, overwrite=args.overwrite, sampler=args.sampler,
+                            inference_steps=args.inference_steps)
+    print(f"exported {args.checkpoint} -> {out} ({', '.join(sorted(p.name for p in out.glob('*.onnx')))}; {sidecar.name})")
+    return 0
+
+
 def _sim_metaworld(args: argparse.Namespace) -> int:
     import time
 
@@ -267,6 +345,26 @@ def build_parser() -> argparse.ArgumentParser:
     mm.add_argument("--fresh", action="store_true", help="ignore checkpoints in --out and train from scratch")
     mm.add_argument("--quiet", action="store_true", help="no progress bars")
     mm.set_defaults(func=_bench_multimodal)
+    from dbp_control.core.benchmarks.policy import PolicyBenchConfig
+
+    pb_defaults = PolicyBenchConfig()
+    pb = benches.add_parser(
+        "policy", help="DBP vs DDIM-10 vs DDPM-100 on the simulated tasks: success and ONNX Runtime latency",
+        description="Records demonstrations, builds the dataset, trains DBP and DDPM with the same backbone and "
+        "budget, exports DBP, DDIM-10 and DDPM-100 to ONNX and prints closed-loop success (95%% CI) and the latency "
+        "of one chunk through ONNX Runtime, with ratios to DBP, plus head-only and encoder-only latency. Work is "
+        "kept in --out: a second run resumes.")
+    pb.add_argument("--task", action="append", default=None, help="task (repeatable; default lift)")
+    pb.add_argument("--out", type=Path, default=pb_defaults.out_dir)
+    pb.add_argument("--demos", type=_positive_int, default=pb_defaults.demos, help="demonstrations per task")
+    pb.add_argument("--steps", type=_positive_int, default=pb_defaults.steps, help="training steps per method")
+    pb.add_argument("--batch-size", type=_positive_int, default=pb_defaults.batch_size)
+    pb.add_argument("--preset", default=pb_defaults.preset, help="U-Net preset (small, paper)")
+    pb.add_argument("--episodes", type=_positive_int, default=pb_defaults.eval_episodes, help="evaluation episodes")
+    pb.add_argument("--latency-calls", type=_positive_int, default=pb_defaults.latency_calls)
+    pb.add_argument("--threads", type=_positive_int, default=pb_defaults.threads, help="ONNX Runtime threads")
+    pb.add_argument("--quiet", action="store_true", help="no progress bars")
+    pb.set_defaults(func=_bench_policy)
 
     sim = commands.add_parser("sim", help="the simulated dual-arm robot")
     sims = sim.add_subparsers(dest="sim", required=True, metavar="SIM")
@@ -316,6 +414,60 @@ def build_parser() -> argparse.ArgumentParser:
     router.add_argument("--endpoint", default="tcp/127.0.0.1:7447")
     router.set_defaults(func=_zenoh_router)
 
+    from dbp_control.core.policies import available_methods
+    from dbp_control.core.policies.nets.unet1d import UNET_PRESETS
+    from dbp_control.core.training.recipe import OBSERVATIONS, TrainRecipe
+
+    t = TrainRecipe()
+    tr = commands.add_parser("train", help="train a policy on a compiled dataset",
+                             description="Trains DBP, Diffusion Policy (DDPM) or BC with the same U-Net on a dataset "
+                             "from `dbp dataset build`, with a progress bar (loss and drift-force diagnostics), "
+                             "checkpoints (config, normaliser statistics, EMA weights, dataset layout) that resume, "
+                             "metrics.jsonl and loss.png.")
+    tr.add_argument("dataset", type=Path)
+    tr.add_argument("--method", choices=available_methods(), default=t.method)
+    tr.add_argument("--obs", choices=OBSERVATIONS, default=t.obs,
+                    help="state: joints (+ object poses if the dataset has them); image: joints + cameras")
+    tr.add_argument("--preset", choices=sorted(UNET_PRESETS), default=t.preset, help="U-Net widths preset")
+    tr.add_argument("--down-dims", type=_dims, default=None, help="U-Net widths, overriding the preset")
+    tr.add_argument("--horizon", type=_positive_int, default=t.horizon, help="chunk length in steps")
+    tr.add_argument("--n-obs-steps", type=_positive_int, default=t.n_obs_steps)
+    tr.add_argument("--n-action-steps", type=_positive_int, default=t.n_action_steps, help="steps executed per chunk")
+    tr.add_argument("--steps", type=_positive_int, default=t.steps)
+    tr.add_argument("--batch-size", type=_positive_int, default=t.batch_size)
+    tr.add_argument("--lr", type=float, default=t.lr)
+    tr.add_argument("--ema-decay", type=float, default=t.ema_max_decay)
+    tr.add_argument("--seed", type=int, default=t.seed)
+    tr.add_argument("--out", type=Path, default=None, help="output folder (default outputs/train/<dataset>_<method>_<obs>)")
+    tr.add_argument("--fresh", action="store_true", help="start over instead of resuming a checkpoint in --out")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_train)
+
+    ev = commands.add_parser("eval", help="closed-loop success rate in the simulation",
+                             description="Runs the policy (a checkpoint with torch, or an exported folder with ONNX "
+                             "Runtime) closed loop on the simulated task: receding horizon, n_action_steps of each "
+                             "chunk executed; prints the success rate with a 95% Wilson interval and writes an image "
+                             "strip of the first episodes.")
+    ev.add_argument("policy", type=Path, help="checkpoint.pt from dbp train, or a folder from dbp export")
+    ev.add_argument("--task", required=True, help="lift, handover or transport")
+    ev.add_argument("--episodes", type=_positive_int, default=20)
+    ev.add_argument("--seed", type=int, default=100_000, help="first seed (away from the demonstrations' seeds)")
+    ev.add_argument("--strip", type=int, default=4, help="episodes shown in the image strip (0: none)")
+    ev.add_argument("--out", type=Path, default=Path("outputs") / "eval", help="folder for the image strip")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=_eval)
+
+    ex = commands.add_parser("export", help="export a checkpoint to ONNX (+ policy.yaml) for the inference engine",
+                             description="Writes encoder_<camera>.onnx, head.onnx and (with cameras) policy.onnx, with "
+                             "normalisation inside, and policy.yaml (cameras, joint layout, horizon, rates, "
+                             "normaliser, source checkpoint hash, graph hashes).")
+    ex.add_argument("checkpoint", type=Path)
+    ex.add_argument("--out", type=Path, default=None, help="output folder (default models/<training folder name>)")
+    ex.add_argument("--sampler", choices=("ddpm", "ddim"), default=None, help="diffusion only: the sampler to export")
+    ex.add_argument("--inference-steps", type=_positive_int, default=None, help="diffusion only: sampler steps")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")
+    ex.set_defaults(func=_export)
+
     from dbp_control.core.data.dataset import BuildConfig
 
     dataset = commands.add_parser("dataset", help="training datasets compiled from episode bags")
@@ -353,6 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "bench", None) == "policy" and args.task is None:
+        args.task = ["lift"]
     if getattr(args, "dataset", None) == "build":
         if len(args.paths) < 2:
             parser.error("dataset build needs at least one bag and the output folder: BAGS... OUT")
@@ -361,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     # bad input: a message, no traceback (DatasetError is a ValueError)
     except (ValueError, KeyError, CheckpointError, BagError, PortError, FloatingPointError, OSError,
-            ImportError) as exc:
+            ImportError) as exc:  # EngineError, ExportError and DatasetError are ValueErrors
         print(f"dbp {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

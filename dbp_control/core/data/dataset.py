@@ -442,7 +442,8 @@ class WindowDataset:
     Diffusion Policy's sampler (n_obs_steps - 1 before, n_action_steps - 1 after). A BatchSource."""
 
     def __init__(self, dataset: Dataset, split: str, *, n_obs_steps: int, horizon: int, n_action_steps: int,
-                 use_objects: bool = False) -> None:
+                 use_objects: bool = False, cameras: tuple[str, ...] | None = None) -> None:
+        """`cameras`: the cameras to read (default: all the dataset has; () for none)."""
         if split not in dataset.split:
             raise DatasetError(f"{dataset.path} has no {split!r} split; splits: {sorted(dataset.split)}")
         episodes = dataset.split[split]
@@ -465,7 +466,11 @@ class WindowDataset:
             state = np.concatenate([state, dataset.array("objects")], axis=1)
         self.state = torch.from_numpy(state)
         self.action = torch.from_numpy(dataset.array("action"))
-        self.images = {cam: torch.from_numpy(dataset.array(f"images/{cam}")) for cam in dataset.cameras}
+        cameras = dataset.cameras if cameras is None else tuple(cameras)
+        missing = sorted(set(cameras) - set(dataset.cameras))
+        if missing:
+            raise DatasetError(f"{dataset.path} has no camera(s) {missing}; it has {list(dataset.cameras)}")
+        self.images = {cam: torch.from_numpy(dataset.array(f"images/{cam}")) for cam in cameras}
 
     @property
     def state_dim(self) -> int:

@@ -10,6 +10,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,11 +91,13 @@ def train(
     resume: bool = True,
     progress: bool = True,
     desc: str | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train `policy` (normalisers already fitted) on `dataset`, writing checkpoints and metrics to `out_dir`.
 
     With `resume`, an existing checkpoint in `out_dir` is continued; it must come from the same policy
-    and training configuration (only the logging and checkpoint cadence may differ)."""
+    and training configuration (only the logging and checkpoint cadence may differ). `metadata` (e.g. the
+    dataset's layout) is stored in every checkpoint."""
     if not bool(policy.state_normalizer.fitted) or not bool(policy.action_normalizer.fitted):
         raise RuntimeError("fit the policy's normalisers on the training data before training")
     if len(dataset) == 0:
@@ -138,6 +141,7 @@ def train(
             ckpt_path,
             {
                 "policy_config": policy.config.to_dict(),
+                "metadata": metadata or {},
                 "train_config": train_cfg,
                 "step": step,
                 "model": policy.state_dict(),

@@ -40,8 +40,10 @@ class NoiseScheduler:
     def _x0(self, x_t: torch.Tensor, eps: torch.Tensor, ab_t: float) -> torch.Tensor:
         return ((x_t - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)).clamp(-1, 1)
 
-    def ddpm_step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """One ancestral step t -> t-1 (posterior mean + fixed small variance)."""
+    def ddpm_step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, generator: torch.Generator | None,
+                  noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One ancestral step t -> t-1 (posterior mean + fixed small variance); `noise` (standard normal,
+        shaped like x_t) instead of drawing it lets the caller control sampling."""
         ab_t = float(self.alphas_cumprod[t])
         ab_prev = float(self.alphas_cumprod[t - 1]) if t > 0 else 1.0
         beta_t = 1 - ab_t / ab_prev
@@ -50,7 +52,8 @@ class NoiseScheduler:
         if t == 0:
             return mean
         var = beta_t * (1 - ab_prev) / (1 - ab_t)
-        noise = torch.randn(x_t.shape, generator=generator, device=x_t.device)
+        if noise is None:
+            noise = torch.randn(x_t.shape, generator=generator, device=x_t.device)
         return mean + math.sqrt(var) * noise
 
     def ddim_step(self, eps: torch.Tensor, t: int, t_prev: int, x_t: torch.Tensor) -> torch.Tensor:

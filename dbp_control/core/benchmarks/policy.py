@@ -1,0 +1,250 @@
+"""`dbp bench policy`: DBP (1 NFE) against DDIM-10 and DDPM-100 with the identical backbone, in one run:
+the same demonstrations and training budget, closed-loop success in the simulation, and the latency of
+one action chunk through ONNX Runtime — all measured on this machine, each run.
+
+Per task it records the expert's demonstrations (state observations: joints and object poses), builds
+the dataset, trains DBP and DDPM with the same recipe, exports DBP, DDIM-10 (the DDPM network sampled
+with 10 DDIM steps) and DDPM-100 to ONNX, and evaluates every export with the engine. Everything is
+kept under `out_dir`: a second run resumes (training) or reuses (bags, dataset, exports).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dbp_control.core.data.dataset import BuildConfig, build_dataset
+from dbp_control.core.evaluation.closed_loop import evaluate, wilson_interval
+from dbp_control.core.export.onnx_export import SIDECAR, export_policy, sha256_file
+from dbp_control.core.inference.engine import PolicyEngine
+from dbp_control.core.sim.record import record_episode
+from dbp_control.core.sim.robot import DualArmSim
+from dbp_control.core.sim.tasks import make_task
+from dbp_control.core.training.recipe import TrainRecipe, train_on_dataset
+
+# (label, training method, export sampler, sampler steps)
+VARIANTS: tuple[tuple[str, str, str | None, int | None], ...] = (
+    ("DBP", "dbp", None, None),
+    ("DDIM-10", "diffusion", "ddim", 10),
+    ("DDPM-100", "diffusion", "ddpm", 100),
+)
+EVAL_SEED = 100_000  # evaluation seeds start here, far from the demonstrations' 0 .. demos - 1
+
+
+@dataclass
+class PolicyBenchConfig:
+    out_dir: Path = Path("outputs/bench_policy")
+    tasks: tuple[str, ...] = ("lift",)
+    demos: int = 200
+    steps: int = 3000
+    batch_size: int = 64
+    preset: str = "small"
+    eval_episodes: int = 50
+    latency_calls: int = 200  # DDPM-100 uses a tenth of this (each call is ~100 network evaluations)
+    threads: int = 2
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class VariantResult:
+    task: str
+    label: str
+    nfe: int
+    successes: int
+    episodes: int
+    latency_ms: list[float] = field(repr=False)
+
+    @property
+    def p50(self) -> float:
+        return float(np.percentile(self.latency_ms, 50))
+
+    @property
+    def p99(self) -> float:
+        return float(np.percentile(self.latency_ms, 99))
+
+
+@dataclass
+class PolicyBenchResult:
+    variants: list[VariantResult]
+    head_ms: list[float]  # DBP head only (state + features -> chunk), at the image policy's shape
+    encoder_ms: list[float]  # one camera's ResNet-18 at 96x96
+    providers: list[str]
+    train_seconds: dict[str, float]
+
+
+def _record_demos(task: str, bags: Path, demos: int, progress: Callable[[Any], Any]) -> None:
+    sim = DualArmSim()
+    bags.mkdir(parents=True, exist_ok=True)
+    done = {p.name for p in bags.iterdir()}
+    task_obj = make_task(task)
+    for seed in progress(range(demos)):
+        name = f"{task}_seed{seed:06d}"
+        if name in done or f"{name}_failed" in done:
+            continue  # a resumed run keeps what it recorded
+        record_episode(sim, task_obj, seed, bags, images=False)
+
+
+def _export_if_stale(checkpoint: Path, out: Path, sampler: str | None, steps: int | None) -> None:
+    sidecar = out / SIDECAR
+    if sidecar.exists():
+        import yaml
+
+        recorded = yaml.safe_load(sidecar.read_text())["source"]["checkpoint_sha256"]
+        if recorded == sha256_file(checkpoint):
+            return
+    export_policy(checkpoint, out, overwrite=True, sampler=sampler, inference_steps=steps)
+
+
+def _latency(fn: Callable[[], Any], calls: int) -> list[float]:
+    out = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - start) * 1e3)
+    return out
+
+
+def _image_policy_latency(cfg: PolicyBenchConfig) -> tuple[list[float], list[float]]:
+    """Head-only and encoder-only latency of a three-camera DBP policy of the same backbone (weights do not
+    change the cost, so an untrained one is exported once for timing)."""
+    import torch
+
+    from dbp_control.core.export.onnx_export import EncoderGraph, HeadGraph, export_graph
+    from dbp_control.core.policies.base import make_policy
+    from dbp_control.core.policies.dbp.modeling import DBPConfig
+
+    folder = cfg.out_dir / "latency_image_policy"
+    folder.mkdir(parents=True, exist_ok=True)
+    policy = make_policy(DBPConfig(state_dim=14, action_dim=14, cameras=("left_wrist", "right_wrist", "head"),
+                                   preset=cfg.preset)).eval()
+    policy.fit_normalizers(torch.randn(64, 2, 14), torch.randn(64, 16, 14))
+    c = policy.config
+    head_inputs = {"state": torch.randn(1, c.n_obs_steps, 14), "z": torch.randn(1, c.horizon, 14),
+                   **{f"features_{cam}": torch.randn(1, c.n_obs_steps, c.image_feature_dim) for cam in c.cameras}}
+    with torch.no_grad():
+        if not (folder / "head.onnx").exists():
+            export_graph(HeadGraph(policy).eval(), tuple(head_inputs.values()), list(head_inputs), folder / "head.onnx")
+        if not (folder / "encoder.onnx").exists():
+            image = torch.randint(0, 256, (1, 96, 96, 3), dtype=torch.uint8)
+            export_graph(EncoderGraph(policy, "head").eval(), (image,), ["image"], folder / "encoder.onnx")
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = cfg.threads, 1
+    head = ort.InferenceSession(str(folder / "head.onnx"), options, providers=["CPUExecutionProvider"])
+    encoder = ort.InferenceSession(str(folder / "encoder.onnx"), options, providers=["CPUExecutionProvider"])
+    feeds = {k: v.numpy() for k, v in head_inputs.items()}
+    image = {"image": np.random.default_rng(0).integers(0, 256, (1, 96, 96, 3), dtype=np.uint8)}
+    for _ in range(10):
+        head.run(None, feeds)
+        encoder.run(None, image)
+    return _latency(lambda: head.run(None, feeds), cfg.latency_calls), _latency(lambda: encoder.run(None, image),
+                                                                               cfg.latency_calls)
+
+
+def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
+    from tqdm.auto import tqdm
+
+    def bar(desc: str) -> Callable[[Any], Any]:
+        return lambda items: tqdm(items, desc=desc, disable=not cfg.progress, leave=False)
+
+    for task in cfg.tasks:
+        make_task(task)  # unknown tasks fail before any work
+    variants: list[VariantResult] = []
+    providers: list[str] = []
+    train_seconds: dict[str, float] = {}
+    for task in cfg.tasks:
+        root = cfg.out_dir / task
+        _record_demos(task, root / "bags", cfg.demos, bar(f"{task}: demonstrations"))
+        dataset = root / "dataset.zarr"
+        if not dataset.exists():
+            build_dataset([root / "bags"], dataset, BuildConfig(cameras=(), objects=True, seed=cfg.seed))
+        checkpoints = {}
+        for method in ("dbp", "diffusion"):
+            recipe = TrainRecipe(method=method, obs="state", preset=cfg.preset, steps=cfg.steps,
+                                 batch_size=cfg.batch_size, seed=cfg.seed)
+            start = time.perf_counter()
+            train_on_dataset(dataset, recipe, root / method, progress=cfg.progress)
+            train_seconds[f"{task}/{method}"] = time.perf_counter() - start
+            checkpoints[method] = root / method / "checkpoint.pt"
+        for label, method, sampler, steps in VARIANTS:
+            model = root / "onnx" / label.lower()
+            _export_if_stale(checkpoints[method], model, sampler, steps)
+            engine = PolicyEngine(model, threads=cfg.threads)
+            providers = engine.providers
+            state = np.zeros((engine.n_obs_steps, engine.state_dim), np.float32)
+            calls = max(10, cfg.latency_calls // 10) if engine.sidecar["nfe"] > 10 else cfg.latency_calls
+            latency = _latency(lambda engine=engine, state=state: engine.act(state), calls)
+            evaluation = evaluate(engine, task, range(EVAL_SEED, EVAL_SEED + cfg.eval_episodes),
+                                  step_hz=float(engine.step_hz), progress=bar(f"{task}: eval {label}"))
+            variants.append(VariantResult(task, label, int(engine.sidecar["nfe"]), evaluation.successes,
+                                          len(evaluation.episodes), latency))
+    head_ms, encoder_ms = _image_policy_latency(cfg)
+    result = PolicyBenchResult(variants, head_ms, encoder_ms, providers, train_seconds)
+    (cfg.out_dir / "results.json").write_text(json.dumps({
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "variants": [{**asdict(v), "p50_ms": v.p50, "p99_ms": v.p99} for v in variants],
+        "head_ms": {"p50": float(np.percentile(head_ms, 50)), "p99": float(np.percentile(head_ms, 99))},
+        "encoder_ms": {"p50": float(np.percentile(encoder_ms, 50)), "p99": float(np.percentile(encoder_ms, 99))},
+        "providers": providers, "train_seconds": train_seconds,
+    }, indent=2))
+    plot_policy_benchmark(result, cfg.out_dir / "bench_policy.png")
+    return result
+
+
+def format_policy_table(result: PolicyBenchResult) -> str:
+    lines = [f"{'task':<10} {'method':<9} {'NFE':>4} {'success':>8} {'95% CI':>10} {'p50 ms':>8} {'p99 ms':>8} "
+             f"{'p50 / DBP':>9}", "-" * 74]
+    for v in result.variants:
+        dbp = next(x for x in result.variants if x.task == v.task and x.label == "DBP")
+        low, high = wilson_interval(v.successes, v.episodes)
+        lines.append(f"{v.task:<10} {v.label:<9} {v.nfe:>4} {v.successes:>4}/{v.episodes:<3} {low:>4.0%}-{high:<4.0%}"
+                     f" {v.p50:>8.2f} {v.p99:>8.2f} {v.p50 / dbp.p50:>9.1f}")
+    head, enc = np.asarray(result.head_ms), np.asarray(result.encoder_ms)
+    lines += [
+        "",
+        f"one chunk = the head through ONNX Runtime on {result.providers[0] if result.providers else '?'} "
+        f"(state policy; the same U-Net as below)",
+        f"head only, three-camera image policy (features + state + z -> chunk): p50 {np.percentile(head, 50):.2f} ms, "
+        f"p99 {np.percentile(head, 99):.2f} ms",
+        f"encoder only, ResNet-18 at 96x96, one camera: p50 {np.percentile(enc, 50):.2f} ms, "
+        f"p99 {np.percentile(enc, 99):.2f} ms",
+    ]
+    for task in dict.fromkeys(v.task for v in result.variants):
+        rows = {v.label: v for v in result.variants if v.task == task}
+        dbp, ddpm = rows["DBP"], rows["DDPM-100"]
+        lines.append(f"{task}: DBP success {dbp.successes}/{dbp.episodes} vs DDPM-100 {ddpm.successes}/{ddpm.episodes} "
+                     f"(goal: at least as successful: {'met' if dbp.successes >= ddpm.successes else 'NOT met'}); "
+                     f"latency ratio DDPM-100 / DBP {ddpm.p50 / dbp.p50:.0f} (goal >= 80: "
+                     f"{'met' if ddpm.p50 / dbp.p50 >= 80 else 'NOT met'})")
+    lines.append(f"head-only p99 {np.percentile(head, 99):.2f} ms (goal < 2 ms: "
+                 f"{'met' if np.percentile(head, 99) < 2 else 'NOT met'})")
+    return "\n".join(lines)
+
+
+def plot_policy_benchmark(result: PolicyBenchResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{v.task}\n{v.label}" for v in result.variants]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    rates = [v.successes / v.episodes for v in result.variants]
+    errors = np.array([[r - wilson_interval(v.successes, v.episodes)[0], wilson_interval(v.successes, v.episodes)[1] - r]
+                       for r, v in zip(rates, result.variants)]).T
+    left.bar(labels, rates, yerr=errors, capsize=4, color=["C0" if v.label == "DBP" else "C7" for v in result.variants])
+    left.set(ylabel="success rate (95% CI)", ylim=(0, 1.05), title="closed-loop success")
+    right.bar(labels, [v.p50 for v in result.variants], color=["C0" if v.label == "DBP" else "C7" for v in result.variants])
+    right.set_yscale("log")
+    right.set(ylabel="ms per chunk (p50, log)", title="ONNX Runtime latency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Evaluating policies: closed-loop rollouts in the simulation."""

@@ -1,0 +1,1 @@
+"""torch policies -> ONNX graphs with a sidecar."""

@@ -1,0 +1,181 @@
+"""torch policy -> ONNX graphs plus a sidecar (`policy.yaml`) that says what they expect.
+
+Graphs, all batch 1 with fixed, named inputs; normalisation is inside them, so they take and give robot
+units:
+- `encoder_<camera>.onnx`: image uint8 [1, H, W, 3] (as the camera gives it) -> features [1, F]
+- `head.onnx`: state [1, To, S], features_<camera> [1, To, F] per camera, z [1, T, D] (the noise, an
+  input so the caller controls sampling; DDPM also takes z_steps [K - 1, 1, T, D]) -> action [1, T, D]
+- `policy.onnx`: the two in one (image_<camera> uint8 [1, To, H, W, 3] instead of features), for other
+  runtimes; the engine runs the split pair so features are computed once per camera frame.
+Iterative samplers (DDIM, DDPM) are unrolled inside the head: one call gives one chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from dbp_control.core.layout import SIDES, joint_names
+from dbp_control.core.policies import Policy
+from dbp_control.core.policies.diffusion.modeling import DiffusionPolicy
+from dbp_control.core.training.checkpoint import load_policy, read_checkpoint
+
+SIDECAR = "policy.yaml"
+SIDECAR_FORMAT = "dbp_control.policy"
+SIDECAR_VERSION = 1
+OPSET = 17
+
+
+class ExportError(ValueError):
+    """A checkpoint that cannot be exported as asked."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, policy: Policy, camera: str) -> None:
+        super().__init__()
+        self.encoder = policy.encoder.image_encoders[camera]
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.encoder(image.permute(0, 3, 1, 2).float() / 255.0)
+
+
+class HeadGraph(nn.Module):
+    """Features and state -> the chunk, exactly as `Policy.predict_chunk` computes it."""
+
+    def __init__(self, policy: Policy) -> None:
+        super().__init__()
+        self.policy = policy
+        self.ddpm = isinstance(policy, DiffusionPolicy) and policy.config.sampler == "ddpm"
+
+    def forward(self, state: torch.Tensor, z: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        z_steps, features = (rest[0], rest[1:]) if self.ddpm else (None, rest)
+        cond = torch.cat([self.policy.state_normalizer.normalize(state), *features], dim=-1).flatten(1)
+        if self.ddpm:
+            chunk = self.policy.sample_normalized(cond, z, None, step_noise=z_steps)
+        else:
+            chunk = self.policy.sample_normalized(cond, z, None)
+        return self.policy.action_normalizer.unnormalize(chunk)
+
+
+class FullGraph(nn.Module):
+    def __init__(self, policy: Policy) -> None:
+        super().__init__()
+        self.head = HeadGraph(policy)
+        self.encoders = nn.ModuleList(EncoderGraph(policy, cam) for cam in policy.config.cameras)
+
+    def forward(self, state: torch.Tensor, z: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        extra, images = (rest[:1], rest[1:]) if self.head.ddpm else ((), rest)
+        steps = state.shape[1]
+        features = [enc(img.flatten(0, 1)).view(1, steps, -1) for enc, img in zip(self.encoders, images)]
+        return self.head(state, z, *extra, *features)
+
+
+def export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], names: list[str], path: Path) -> None:
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no onnxscript
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), input_names=names, output_names=[_output_name(module)],
+                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+
+
+def _output_name(module: nn.Module) -> str:
+    return "features" if isinstance(module, EncoderGraph) else "action"
+
+
+def _spec(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
+    return {name: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for name, t in tensors.items()}
+
+
+def export_policy(checkpoint: Path, out_dir: Path, *, overwrite: bool = False, sampler: str | None = None,
+                  inference_steps: int | None = None) -> Path:
+    """Write the graphs and the sidecar into `out_dir` (refused if it holds an export, unless `overwrite`).
+    A diffusion checkpoint can be exported with another sampler (e.g. DDIM with 10 steps)."""
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    data = read_checkpoint(checkpoint)
+    metadata = data.get("metadata") or {}
+    if "dataset" not in metadata:
+        raise ExportError(f"{checkpoint} has no dataset layout (it was not made by `dbp train`); cannot describe "
+                          "the robot interface the export needs")
+    if (out_dir / SIDECAR).exists() and not overwrite:
+        raise ExportError(f"{out_dir} already holds an exported policy; pass overwrite to replace it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    policy = load_policy(checkpoint).float()
+    if sampler is not None or inference_steps is not None:
+        if not isinstance(policy, DiffusionPolicy):
+            raise ExportError(f"{checkpoint} holds a {policy.config.method} policy; only diffusion has samplers")
+        sampler = sampler or policy.config.sampler
+        policy.use_sampler(sampler, inference_steps or (policy.config.num_train_timesteps if sampler == "ddpm" else 10))
+    c = policy.config
+    layout = metadata["dataset"]["layout"]
+    torch.manual_seed(0)
+    state = torch.randn(1, c.n_obs_steps, c.state_dim)
+    z = torch.randn(1, c.horizon, c.action_dim)
+    head_inputs: dict[str, torch.Tensor] = {"state": state, "z": z}
+    if isinstance(policy, DiffusionPolicy) and c.sampler == "ddpm":
+        head_inputs["z_steps"] = torch.randn(c.num_inference_steps - 1, 1, c.horizon, c.action_dim)
+    files: dict[str, dict[str, Any]] = {}
+    height, width = c.image_shape
+    images = {cam: torch.randint(0, 256, (1, c.n_obs_steps, height, width, 3), dtype=torch.uint8) for cam in c.cameras}
+    with torch.no_grad():
+        for cam in c.cameras:
+            graph = EncoderGraph(policy, cam).eval()
+            path = out_dir / f"encoder_{cam}.onnx"
+            inputs = {"image": images[cam][:, 0]}
+            export_graph(graph, tuple(inputs.values()), list(inputs), path)
+            files[f"encoder_{cam}"] = {"file": path.name, "inputs": _spec(inputs),
+                                       "outputs": _spec({"features": graph(inputs["image"])})}
+        features = {f"features_{cam}": EncoderGraph(policy, cam)(images[cam].flatten(0, 1)).view(1, c.n_obs_steps, -1)
+                    for cam in c.cameras}
+        head = HeadGraph(policy).eval()
+        inputs = {**head_inputs, **features}
+        export_graph(head, tuple(inputs.values()), list(inputs), out_dir / "head.onnx")
+        files["head"] = {"file": "head.onnx", "inputs": _spec(inputs), "outputs": _spec({"action": head(*inputs.values())})}
+        if c.cameras:
+            inputs = {**head_inputs, **{f"image_{cam}": images[cam] for cam in c.cameras}}
+            full = FullGraph(policy).eval()
+            export_graph(full, tuple(inputs.values()), list(inputs), out_dir / "policy.onnx")
+            files["policy"] = {"file": "policy.onnx", "inputs": _spec(inputs),
+                               "outputs": _spec({"action": full(*inputs.values())})}
+    for entry in files.values():
+        entry["sha256"] = sha256_file(out_dir / entry["file"])
+    state_names = list(layout["state"]["names"])
+    if "objects" in metadata.get("state_keys", []):
+        state_names += [f"object{i}_{k}" for i in range((c.state_dim - len(state_names)) // 7)
+                        for k in ("x", "y", "z", "qw", "qx", "qy", "qz")]
+    sidecar = {
+        "format": SIDECAR_FORMAT, "format_version": SIDECAR_VERSION,
+        "method": c.method, "sampler": getattr(c, "sampler", None), "nfe": policy.nfe,
+        "horizon": c.horizon, "n_obs_steps": c.n_obs_steps, "n_action_steps": c.n_action_steps,
+        "step_hz": metadata["dataset"].get("rate_hz"),
+        "state": {"keys": metadata.get("state_keys", ["joints"]), "names": state_names},
+        "action": {"names": [n for side in SIDES for n in joint_names(side)] if c.action_dim == 14
+                   else list(layout["action"].get("names", [])),
+                   "arms": {side: spec for side, spec in layout["action"].items() if side in SIDES}},
+        "cameras": {cam: {"height": height, "width": width, "topic": layout["cameras"][cam]["topic"]}
+                    for cam in c.cameras},
+        "feature_dim": c.image_feature_dim if c.cameras else 0,
+        "normalizer": {
+            "state": {"scale": policy.state_normalizer.scale.tolist(), "offset": policy.state_normalizer.offset.tolist()},
+            "action": {"scale": policy.action_normalizer.scale.tolist(), "offset": policy.action_normalizer.offset.tolist()},
+        },
+        "source": {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": sha256_file(checkpoint),
+                   "step": int(data.get("step", 0)), "dataset_fingerprint": metadata["dataset"].get("fingerprint"),
+                   "tasks": metadata["dataset"].get("tasks")},
+        "graphs": files,
+        "opset": OPSET,
+    }
+    (out_dir / SIDECAR).write_text(yaml.safe_dump(sidecar, sort_keys=False))
+    return out_dir / SIDECAR

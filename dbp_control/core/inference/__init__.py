@@ -1,0 +1,1 @@
+"""Running exported policies with ONNX Runtime."""

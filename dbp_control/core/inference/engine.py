@@ -1,0 +1,175 @@
+"""The inference engine: an exported policy (ONNX graphs + policy.yaml) run with ONNX Runtime.
+
+Providers are tried in the order TensorRT, CUDA, CPU; the ones a session actually got are reported
+(onnxruntime-gpu silently falls back to CPU when CUDA libraries are missing). Threads are pinned, the
+sessions are warmed up, and the sidecar is checked against the live robot configuration before
+anything runs. Image features are computed per camera frame (`encode`) and reused by the head, which
+runs at the control rate (`act`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from dbp_control.core.export.onnx_export import SIDECAR, SIDECAR_FORMAT, SIDECAR_VERSION, sha256_file
+
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class EngineError(ValueError):
+    """An exported policy that cannot be loaded or does not fit the configured robot."""
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """What the running robot provides: the engine refuses a policy made for something else."""
+
+    cameras: Mapping[str, tuple[int, int]]  # camera -> (height, width) the observation node delivers
+    joint_names: Sequence[str]  # the action's joints, in command order
+    state_keys: Sequence[str] = ("joints",)
+
+
+def load_sidecar(model_dir: Path) -> dict[str, Any]:
+    model_dir = Path(model_dir)
+    path = model_dir / SIDECAR
+    if not path.is_file():
+        raise EngineError(f"no exported policy in {model_dir}: {SIDECAR} is missing (run `dbp export`)")
+    try:
+        sidecar = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise EngineError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
+        raise EngineError(f"{path} is not a {SIDECAR_FORMAT} sidecar")
+    if sidecar.get("format_version") != SIDECAR_VERSION:
+        raise EngineError(f"{path} has format version {sidecar.get('format_version')}; this engine reads {SIDECAR_VERSION}")
+    for name, graph in sidecar["graphs"].items():
+        file = model_dir / graph["file"]
+        if not file.is_file():
+            raise EngineError(f"{model_dir}: graph {name!r} ({graph['file']}) is missing")
+        if sha256_file(file) != graph["sha256"]:
+            raise EngineError(f"{file} does not match its recorded sha256: the file is corrupt, truncated or replaced")
+    return sidecar
+
+
+def check_live_config(sidecar: dict[str, Any], live: LiveConfig) -> None:
+    """Every difference between what the policy was trained on and what the robot provides, at once."""
+    problems = []
+    wanted = {cam: (spec["height"], spec["width"]) for cam, spec in sidecar["cameras"].items()}
+    for cam, size in wanted.items():
+        if cam not in live.cameras:
+            problems.append(f"camera {cam!r} is not configured")
+        elif tuple(live.cameras[cam]) != size:
+            problems.append(f"camera {cam!r} delivers {tuple(live.cameras[cam])}, the policy expects {size}")
+    if list(live.joint_names) != list(sidecar["action"]["names"]):
+        problems.append(f"joints {list(live.joint_names)} differ from the policy's {sidecar['action']['names']}")
+    if list(live.state_keys) != list(sidecar["state"]["keys"]):
+        problems.append(f"state keys {list(live.state_keys)} differ from the policy's {sidecar['state']['keys']}")
+    if problems:
+        raise EngineError("the exported policy does not fit this robot: " + "; ".join(problems))
+
+
+def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if requested:
+        missing = [p for p in requested if p not in available]
+        if missing:
+            raise EngineError(f"ONNX Runtime provider(s) {missing} are not available; available: {available}")
+        return list(requested)
+    return [p for p in PREFERRED_PROVIDERS if p in available]
+
+
+class PolicyEngine:
+    def __init__(self, model_dir: Path, *, live: LiveConfig | None = None, providers: Sequence[str] | None = None,
+                 threads: int = 2, warmup: int = 5) -> None:
+        import onnxruntime as ort
+
+        self.model_dir = Path(model_dir)
+        self.sidecar = load_sidecar(self.model_dir)
+        if live is not None:
+            check_live_config(self.sidecar, live)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        chosen = choose_providers(providers)
+        self.sessions: dict[str, Any] = {}
+        for name, graph in self.sidecar["graphs"].items():
+            if name == "policy":
+                continue  # the fused graph is for other runtimes; the engine runs the split pair
+            try:
+                self.sessions[name] = ort.InferenceSession(str(self.model_dir / graph["file"]), options, providers=chosen)
+            except Exception as exc:  # onnxruntime raises its own exception types for invalid models
+                raise EngineError(f"ONNX Runtime cannot load {graph['file']}: {exc}") from exc
+        self.providers = self.sessions["head"].get_providers()  # what it got, not what was asked
+        self.cameras: tuple[str, ...] = tuple(self.sidecar["cameras"])
+        s = self.sidecar
+        self.horizon, self.n_obs_steps, self.action_dim = s["horizon"], s["n_obs_steps"], len(s["action"]["names"])
+        self.n_action_steps, self.step_hz = s["n_action_steps"], s["step_hz"]
+        self.state_keys: tuple[str, ...] = tuple(s["state"]["keys"])
+        self.state_dim = len(s["state"]["names"])
+        self.z_steps_shape = tuple(s["graphs"]["head"]["inputs"]["z_steps"]["shape"]) \
+            if "z_steps" in s["graphs"]["head"]["inputs"] else None
+        self._rng = np.random.default_rng(0)
+        for _ in range(warmup):
+            self.predict(np.zeros((self.n_obs_steps, self.state_dim), np.float32),
+                         {cam: np.zeros((self.n_obs_steps, *self.image_size(cam), 3), np.uint8) for cam in self.cameras})
+
+    def image_size(self, camera: str) -> tuple[int, int]:
+        spec = self.sidecar["cameras"][camera]
+        return spec["height"], spec["width"]
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.providers[0] != "CPUExecutionProvider"
+
+    def noise(self) -> dict[str, np.ndarray]:
+        """Standard normal inputs for one chunk (z, and z_steps for DDPM)."""
+        out = {"z": self._rng.standard_normal((1, self.horizon, self.action_dim), dtype=np.float32)}
+        if self.z_steps_shape is not None:
+            out["z_steps"] = self._rng.standard_normal(self.z_steps_shape, dtype=np.float32)
+        return out
+
+    def encode(self, camera: str, image: np.ndarray) -> np.ndarray:
+        """uint8 [H, W, 3] from one camera -> features [F]."""
+        if image.dtype != np.uint8 or image.shape != (*self.image_size(camera), 3):
+            raise EngineError(f"camera {camera!r}: expected uint8 {(*self.image_size(camera), 3)}, "
+                              f"got {image.dtype} {image.shape}")
+        return self.sessions[f"encoder_{camera}"].run(None, {"image": image[None]})[0][0]
+
+    def act(self, state: np.ndarray, features: Mapping[str, np.ndarray] | None = None,
+            noise: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """state [To, S] and per-camera features [To, F] -> chunk [T, D] in robot units."""
+        state = np.asarray(state, np.float32)
+        if state.shape != (self.n_obs_steps, self.state_dim):
+            raise EngineError(f"state must be [{self.n_obs_steps}, {self.state_dim}], got {state.shape}")
+        if not np.isfinite(state).all():
+            raise EngineError("state contains NaN or inf")
+        feeds = {"state": state[None], **(noise or self.noise())}
+        for cam in self.cameras:
+            feeds[f"features_{cam}"] = np.asarray((features or {})[cam], np.float32)[None]
+        return self.sessions["head"].run(None, feeds)[0][0]
+
+    def predict(self, state: np.ndarray, images: Mapping[str, np.ndarray] | None = None,
+                noise: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """state [To, S] and images {camera: uint8 [To, H, W, 3]} -> chunk [T, D]."""
+        features = {cam: np.stack([self.encode(cam, frame) for frame in (images or {})[cam]]) for cam in self.cameras}
+        return self.act(state, features, noise)
+
+    def latency_ms(self, fn: Any, calls: int) -> np.ndarray:
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+        return np.array(times)

@@ -1,0 +1,194 @@
+"""dbp train -> dbp export -> the ONNX Runtime engine -> closed-loop evaluation, with tiny settings."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from dbp_control.core.data.dataset import JOINTS, DatasetError, DatasetWriter, EpisodeArrays
+from dbp_control.core.evaluation.closed_loop import TorchChunkPolicy, evaluate, wilson_interval
+from dbp_control.core.export.onnx_export import ExportError, export_policy
+from dbp_control.core.inference.engine import EngineError, LiveConfig, PolicyEngine
+from dbp_control.core.training.checkpoint import load_policy, read_checkpoint
+from dbp_control.core.training.recipe import TrainRecipe, train_on_dataset
+
+CAMERAS = ("left_wrist", "right_wrist", "head")
+
+
+def make_dataset(path, *, cameras=(), objects=True, episodes=3, steps=30, image_size=(32, 32), val_fraction=0.34):
+    rng = np.random.default_rng(0)
+    with DatasetWriter(path) as writer:
+        for e in range(episodes):
+            t = np.arange(steps)
+            state = np.sin(t[:, None] / 10 + np.arange(14)).astype(np.float32)
+            writer.add(EpisodeArrays(
+                stamp_ns=t.astype(np.int64) * 100_000_000, state=state, action=np.roll(state, -1, axis=0),
+                image_age_ms=np.zeros(steps, np.float32),
+                images={cam: rng.integers(0, 256, (steps, *image_size, 3), dtype=np.uint8) for cam in cameras},
+                objects=rng.normal(size=(steps, 14)).astype(np.float32) if objects else None),
+                {"source": f"synthetic{e}", "task": "lift", "seed": e, "success": True, "strategy": "x"})
+        layout = {"joints": JOINTS, "state": {"topic": "/joint_states", "names": JOINTS},
+                  "action": {side: {"topic": f"/{side}_arm/forward_position_controller/commands",
+                                    "names": [n for n in JOINTS if n.startswith(side)]} for side in ("left", "right")},
+                  "cameras": {cam: {"topic": f"/{cam}_camera/color/image_raw", "size": list(image_size)} for cam in cameras},
+                  "objects": {"topic": "/sim/object_poses"} if objects else None}
+        writer.finish(layout=layout, build={"rate_hz": 10.0}, val_fraction=val_fraction, seed=0)
+    return path
+
+
+TINY = dict(down_dims=(16, 32), horizon=8, n_action_steps=4, steps=3, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def state_checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("state")
+    dataset = make_dataset(root / "ds.zarr")
+    result = train_on_dataset(dataset, TrainRecipe(method="dbp", **TINY), root / "train", progress=False)
+    assert result.validation_loss is not None and result.loss_plot.exists()
+    return root / "train" / "checkpoint.pt"
+
+
+def parity(model_dir, checkpoint, images=None):
+    engine = PolicyEngine(model_dir)
+    policy = load_policy(checkpoint)
+    c = policy.config
+    rng = np.random.default_rng(1)
+    state = rng.normal(size=(c.n_obs_steps, c.state_dim)).astype(np.float32)
+    noise = engine.noise()
+    onnx_chunk = engine.predict(state, images, noise)
+    tensors = {cam: torch.from_numpy(v).permute(0, 3, 1, 2)[None] for cam, v in (images or {}).items()} or None
+    with torch.no_grad():
+        cond = policy.encode(torch.from_numpy(state)[None], tensors)
+        extra = {"step_noise": torch.from_numpy(noise["z_steps"])} if "z_steps" in noise else {}
+        torch_chunk = policy.action_normalizer.unnormalize(
+            policy.sample_normalized(cond, torch.from_numpy(noise["z"]), None, **extra))[0].numpy()
+    return np.abs(onnx_chunk - torch_chunk).max(), engine
+
+
+def test_checkpoint_carries_the_robot_layout_and_resumes(state_checkpoint, tmp_path):
+    data = read_checkpoint(state_checkpoint)
+    assert data["metadata"]["state_keys"] == ["joints", "objects"]
+    assert data["metadata"]["dataset"]["layout"]["joints"] == JOINTS and data["metadata"]["dataset"]["rate_hz"] == 10.0
+    assert data["policy_config"]["state_dim"] == 28 and data["step"] == 3
+
+
+def test_state_policy_export_matches_torch_and_checks_the_robot(state_checkpoint, tmp_path):
+    export_policy(state_checkpoint, tmp_path / "m")
+    diff, engine = parity(tmp_path / "m", state_checkpoint)
+    assert diff < 1e-4
+    sidecar = yaml.safe_load((tmp_path / "m" / "policy.yaml").read_text())
+    assert sidecar["action"]["names"] == JOINTS and sidecar["step_hz"] == 10.0 and sidecar["nfe"] == 1
+    assert sidecar["graphs"]["head"]["inputs"]["z"]["shape"] == [1, 8, 14]
+    assert engine.providers[-1] == "CPUExecutionProvider"
+    with pytest.raises(ExportError, match="already holds an exported policy"):
+        export_policy(state_checkpoint, tmp_path / "m")
+    with pytest.raises(EngineError, match="joints .* differ"):
+        PolicyEngine(tmp_path / "m", live=LiveConfig(cameras={}, joint_names=JOINTS[::-1], state_keys=("joints", "objects")))
+    with pytest.raises(EngineError, match="state keys"):
+        PolicyEngine(tmp_path / "m", live=LiveConfig(cameras={}, joint_names=JOINTS))
+
+
+def test_corrupt_truncated_or_missing_graphs_are_refused_before_running(state_checkpoint, tmp_path):
+    export_policy(state_checkpoint, tmp_path / "m")
+    head = tmp_path / "m" / "head.onnx"
+    data = head.read_bytes()
+    head.write_bytes(data[: len(data) // 2])
+    with pytest.raises(EngineError, match="does not match its recorded sha256"):
+        PolicyEngine(tmp_path / "m")
+    head.unlink()
+    with pytest.raises(EngineError, match="is missing"):
+        PolicyEngine(tmp_path / "m")
+    with pytest.raises(EngineError, match="policy.yaml is missing"):
+        PolicyEngine(tmp_path)
+
+
+def test_image_policy_split_graphs_match_torch_and_the_cameras(tmp_path):
+    dataset = make_dataset(tmp_path / "img.zarr", cameras=CAMERAS, objects=False)
+    train_on_dataset(dataset, TrainRecipe(method="dbp", obs="image", **TINY), tmp_path / "train", progress=False)
+    export_policy(tmp_path / "train" / "checkpoint.pt", tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").glob("*.onnx")) == [
+        "encoder_head.onnx", "encoder_left_wrist.onnx", "encoder_right_wrist.onnx", "head.onnx", "policy.onnx"]
+    images = {cam: np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8) for cam in CAMERAS}
+    diff, engine = parity(tmp_path / "m", tmp_path / "train" / "checkpoint.pt", images)
+    assert diff < 1e-4
+    with pytest.raises(EngineError, match="camera 'head' delivers \\(96, 96\\), the policy expects \\(32, 32\\)"):
+        PolicyEngine(tmp_path / "m", live=LiveConfig(cameras={"left_wrist": (32, 32), "right_wrist": (32, 32),
+                                                                "head": (96, 96)}, joint_names=JOINTS))
+    with pytest.raises(EngineError, match="expected uint8"):
+        engine.encode("head", np.zeros((32, 32, 3), np.float32))
+
+
+def test_diffusion_exports_unroll_ddim_and_ddpm_with_caller_noise(tmp_path):
+    dataset = make_dataset(tmp_path / "ds.zarr")
+    train_on_dataset(dataset, TrainRecipe(method="diffusion", **TINY), tmp_path / "train", progress=False)
+    checkpoint = tmp_path / "train" / "checkpoint.pt"
+    export_policy(checkpoint, tmp_path / "ddim", sampler="ddim", inference_steps=3)
+    policy = load_policy(checkpoint)
+    policy.use_sampler("ddim", 3)  # as the export did
+    engine = PolicyEngine(tmp_path / "ddim")
+    state = np.random.default_rng(3).normal(size=(2, 28)).astype(np.float32)
+    noise = engine.noise()
+    with torch.no_grad():
+        expected = policy.predict_chunk(torch.from_numpy(state)[None], noise=torch.from_numpy(noise["z"]))[0].numpy()
+    assert np.abs(engine.act(state, noise=noise) - expected).max() < 1e-4 and engine.sidecar["nfe"] == 3
+    export_policy(checkpoint, tmp_path / "ddpm", sampler="ddpm")
+    diff, engine = parity(tmp_path / "ddpm", checkpoint)
+    assert diff < 1e-4 and engine.sidecar["nfe"] == 100 and engine.z_steps_shape == (99, 1, 8, 14)
+
+
+def test_samplers_are_for_diffusion_only(state_checkpoint, tmp_path):
+    with pytest.raises(ExportError, match="only diffusion has samplers"):
+        export_policy(state_checkpoint, tmp_path / "x", sampler="ddim")
+
+
+def test_datasets_that_cannot_train_are_refused_before_anything_moves(tmp_path):
+    no_val = make_dataset(tmp_path / "a.zarr", val_fraction=0.0)
+    with pytest.raises(DatasetError, match="no cameras"):
+        train_on_dataset(no_val, TrainRecipe(obs="image", **TINY), tmp_path / "t1", progress=False)
+    import zarr
+
+    root = zarr.open_group(no_val, mode="r+")
+    del root.attrs["split"]
+    with pytest.raises(DatasetError, match="no 'split' attribute"):
+        train_on_dataset(no_val, TrainRecipe(**TINY), tmp_path / "t2", progress=False)
+    assert not (tmp_path / "t1").exists() and not (tmp_path / "t2").exists()
+    with pytest.raises(DatasetError, match="no dataset at"):
+        train_on_dataset(tmp_path / "missing.zarr", TrainRecipe(**TINY), tmp_path / "t3", progress=False)
+
+
+def test_closed_loop_evaluation_runs_the_receding_horizon(state_checkpoint):
+    metadata = read_checkpoint(state_checkpoint)["metadata"]
+    policy = TorchChunkPolicy(load_policy(state_checkpoint), tuple(metadata["state_keys"]))
+    calls = []
+    original = policy.predict
+    policy.predict = lambda *a, **k: calls.append(1) or original(*a, **k)
+    result = evaluate(policy, "lift", range(5, 6), step_hz=10.0, strip_episodes=1)
+    episode = result.episodes[0]
+    assert not episode.success  # three training steps on noise do not lift a cube
+    assert episode.seconds == pytest.approx(8.0) and episode.chunks == len(calls) == 20  # 80 steps / 4 per chunk
+    assert len(episode.frames) == 8
+    assert wilson_interval(0, 1)[0] == 0.0 and wilson_interval(50, 50)[0] > 0.92
+
+
+def test_cli_train_export_eval(tmp_path):
+    dataset = make_dataset(tmp_path / "ds.zarr")
+    cli = [sys.executable, "-m", "dbp_control.cli.main"]
+    train = subprocess.run(cli + ["train", str(dataset), "--down-dims", "16,32", "--horizon", "8", "--n-action-steps", "4",
+                                  "--steps", "2", "--batch-size", "4", "--out", str(tmp_path / "t"), "--quiet"],
+                           capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr
+    assert "validation loss" in train.stdout and (tmp_path / "t" / "loss.png").exists()
+    export = subprocess.run(cli + ["export", str(tmp_path / "t" / "checkpoint.pt"), "--out", str(tmp_path / "m")],
+                            capture_output=True, text=True, timeout=300)
+    assert export.returncode == 0, export.stderr
+    ev = subprocess.run(cli + ["eval", str(tmp_path / "m"), "--task", "lift", "--episodes", "1", "--strip", "1",
+                               "--out", str(tmp_path / "e"), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr
+    assert "lift: 0/1 successful" in ev.stdout and "ONNX Runtime (CPUExecutionProvider)" in ev.stdout
+    assert (tmp_path / "e" / "eval_lift.png").exists()
+    bad = subprocess.run(cli + ["eval", str(tmp_path / "m"), "--task", "juggle"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "unknown task 'juggle'" in bad.stderr
