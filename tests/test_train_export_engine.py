@@ -83,6 +83,9 @@ def test_state_policy_export_matches_torch_and_checks_the_robot(state_checkpoint
     assert sidecar["action"]["names"] == JOINTS and sidecar["step_hz"] == 10.0 and sidecar["nfe"] == 1
     assert sidecar["graphs"]["head"]["inputs"]["z"]["shape"] == [1, 8, 14]
     assert engine.providers[-1] == "CPUExecutionProvider"
+    bound = PolicyEngine(tmp_path / "m", io_binding=True)  # the GPU path's binding, exercised on the CPU
+    noise, state = bound.noise(), np.ones((2, 28), np.float32)
+    np.testing.assert_allclose(bound.act(state, noise=noise), engine.act(state, noise=noise), atol=1e-6)
     with pytest.raises(ExportError, match="already holds an exported policy"):
         export_policy(state_checkpoint, tmp_path / "m")
     with pytest.raises(EngineError, match="joints .* differ"):
