@@ -1,0 +1,1 @@
+"""Action chunks -> safe, timed joint commands: blending, limits, watchdog."""

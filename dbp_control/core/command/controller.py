@@ -1,0 +1,146 @@
+"""The command node's logic, without ROS: timestamped action chunks in, one safe joint command per tick out.
+
+Chunk step k is due at the chunk's stamp (the observation it answers) + k step periods; between steps
+the target is interpolated. A newer chunk takes over by blending from the older one over `blend_s`.
+The arms hold position — the measured position when holding began — while disabled, after an
+emergency stop (latched until re-enabled), before the first joint state, and whenever the watchdog
+finds observations or actions older than its timeout, or the current chunk exhausted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dbp_control.core.command.safety import SafetyFilter
+
+NS = 1_000_000_000
+
+
+@dataclass
+class TimedChunk:
+    actions: np.ndarray  # [T, D]
+    stamp_ns: int  # the observation this chunk answers: step 0 is due then
+    step_ns: int
+    received_ns: int
+
+    def at(self, now_ns: int) -> np.ndarray | None:
+        """The interpolated target at `now_ns`, or None once the last step is past."""
+        position = (now_ns - self.stamp_ns) / self.step_ns
+        last = len(self.actions) - 1
+        if position > last:
+            return None
+        position = max(position, 0.0)
+        k = int(position)
+        if k >= last:
+            return self.actions[last].copy()
+        w = position - k
+        return (1 - w) * self.actions[k] + w * self.actions[k + 1]
+
+
+@dataclass
+class ControllerStatus:
+    holding: bool = True
+    reason: str = "no joint state yet"
+    chunks_accepted: int = 0
+    chunks_rejected: int = 0
+    last_rejection: str = ""
+    holds: dict[str, int] = field(default_factory=dict)  # ticks held, per reason
+
+
+class CommandController:
+    def __init__(self, safety: SafetyFilter, *, rate_hz: float, watchdog_s: float = 0.2, blend_s: float = 0.1,
+                 enabled: bool = False) -> None:
+        if not watchdog_s > 0 or blend_s < 0:
+            raise ValueError(f"watchdog_s must be positive and blend_s non-negative, got {watchdog_s}, {blend_s}")
+        self.safety, self.rate_hz = safety, rate_hz
+        self.watchdog_ns, self.blend_ns = int(watchdog_s * NS), int(blend_s * NS)
+        self.dim = len(safety.limits.names)
+        self.enabled, self.estopped = enabled, False
+        self.status = ControllerStatus()
+        self._chunk: TimedChunk | None = None
+        self._previous_chunk: TimedChunk | None = None
+        self._joints: np.ndarray | None = None
+        self._joints_ns = 0
+        self._command: np.ndarray | None = None  # the last command sent
+        self._hold: np.ndarray | None = None
+
+    # -- inputs ------------------------------------------------------------------------------------
+    def on_joint_state(self, positions: np.ndarray, now_ns: int) -> None:
+        positions = np.asarray(positions, dtype=np.float64)
+        if positions.shape == (self.dim,) and np.isfinite(positions).all():
+            self._joints, self._joints_ns = positions, now_ns
+
+    def on_chunk(self, actions: np.ndarray, stamp_ns: int, step_s: float, now_ns: int) -> str | None:
+        """Accept a chunk, or return why it was rejected (and keep the current one)."""
+        actions = np.asarray(actions, dtype=np.float64)
+        reason = None
+        if actions.ndim != 2 or actions.shape[1] != self.dim or len(actions) < 2:
+            reason = f"chunk has shape {actions.shape}, expected [T >= 2, {self.dim}]"
+        elif not np.isfinite(actions).all():
+            reason = "chunk contains NaN or inf"
+        elif not step_s > 0:
+            reason = f"chunk step must be positive, got {step_s}"
+        elif self._chunk is not None and stamp_ns <= self._chunk.stamp_ns:
+            reason = "chunk is not newer than the current one (out of order)"
+        if reason is not None:
+            self.status.chunks_rejected += 1
+            self.status.last_rejection = reason
+            return reason
+        self._previous_chunk = self._chunk
+        self._chunk = TimedChunk(actions, int(stamp_ns), int(step_s * NS), now_ns)
+        self.status.chunks_accepted += 1
+        return None
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Enabling also clears an emergency stop; the arms then follow only chunks that arrive afterwards."""
+        if enabled and not self.enabled:
+            self._chunk = self._previous_chunk = None
+            self.estopped = False
+        self.enabled = enabled
+
+    def emergency_stop(self) -> None:
+        self.estopped = True
+        self.enabled = False
+
+    # -- output ------------------------------------------------------------------------------------
+    def _target(self, now_ns: int) -> tuple[np.ndarray | None, str]:
+        if self._joints is None:
+            return None, "no joint state yet"
+        if self.estopped:
+            return None, "emergency stop"
+        if not self.enabled:
+            return None, "disabled"
+        if now_ns - self._joints_ns > self.watchdog_ns:
+            return None, "joint states stale"
+        if self._chunk is None:
+            return None, "no action chunk yet"
+        if now_ns - self._chunk.received_ns > self.watchdog_ns:
+            return None, "actions stale"
+        target = self._chunk.at(now_ns)
+        if target is None:
+            return None, "action chunk exhausted"
+        old = self._previous_chunk.at(now_ns) if self._previous_chunk is not None else None
+        blend_w = 1.0 if self.blend_ns == 0 else min(1.0, (now_ns - self._chunk.received_ns) / self.blend_ns)
+        if old is not None and blend_w < 1.0:
+            target = (1 - blend_w) * old + blend_w * target
+        return target, ""
+
+    def tick(self, now_ns: int) -> np.ndarray | None:
+        """The command for this tick (None only before the first joint state: nothing to hold)."""
+        target, reason = self._target(now_ns)
+        if target is None:
+            self.status.holding, self.status.reason = True, reason
+            self.status.holds[reason] = self.status.holds.get(reason, 0) + 1
+            if self._joints is None:
+                return None
+            if self._hold is None:
+                self._hold = self._joints.copy()
+            self._command = self._hold.copy()
+            return self._command.copy()
+        self._hold = None
+        previous = self._command if self._command is not None else self._joints
+        self._command, rejection = self.safety.apply(target, previous)
+        self.status.holding, self.status.reason = rejection is not None, rejection or ""
+        return self._command.copy()

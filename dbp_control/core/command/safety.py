@@ -1,0 +1,87 @@
+"""Joint limits and the filter every command passes, whatever the policy asked: finite values only,
+positions inside the limits, and no joint moving faster than its velocity limit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from dbp_control.core.paths import CALIBRATION_DIR
+
+DEFAULT_LIMITS_FILE = CALIBRATION_DIR / "joint_limits.yaml"
+
+
+class LimitsError(ValueError):
+    """A joint limits file that is missing or malformed; the message names the file and the joint."""
+
+
+@dataclass(frozen=True)
+class JointLimits:
+    names: tuple[str, ...]
+    lower: np.ndarray
+    upper: np.ndarray
+    max_velocity: np.ndarray
+
+
+def load_joint_limits(joints: list[str], path: Path = DEFAULT_LIMITS_FILE) -> JointLimits:
+    """Limits for `joints` (in this order) from a YAML file mapping each joint to lower, upper, max_velocity."""
+    path = Path(path)
+    if not path.is_file():
+        raise LimitsError(f"no joint limits file at {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise LimitsError(f"{path}: not valid YAML ({exc})") from exc
+    table = (data or {}).get("joints") if isinstance(data, dict) else None
+    if not isinstance(table, dict):
+        raise LimitsError(f"{path}: expected a 'joints' mapping of joint name -> {{lower, upper, max_velocity}}")
+    missing = [j for j in joints if j not in table]
+    if missing:
+        raise LimitsError(f"{path}: no limits for joint(s) {missing}")
+    rows = []
+    for joint in joints:
+        entry = table[joint]
+        try:
+            lower, upper, velocity = (float(entry[k]) for k in ("lower", "upper", "max_velocity"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LimitsError(f"{path}: joint {joint!r} needs numeric lower, upper and max_velocity ({exc})") from exc
+        if not (np.isfinite([lower, upper, velocity]).all() and lower < upper and velocity > 0):
+            raise LimitsError(f"{path}: joint {joint!r} needs lower < upper and max_velocity > 0, "
+                              f"got {lower}, {upper}, {velocity}")
+        rows.append((lower, upper, velocity))
+    lower, upper, velocity = (np.array(column) for column in zip(*rows))
+    return JointLimits(tuple(joints), lower, upper, velocity)
+
+
+@dataclass
+class SafetyReport:
+    clamped_position: int = 0  # commands that reached a position limit
+    limited_velocity: int = 0  # commands slowed to the velocity limit
+    rejected: int = 0  # non-finite or wrongly shaped targets: the previous command is held
+
+
+class SafetyFilter:
+    def __init__(self, limits: JointLimits, rate_hz: float) -> None:
+        if not rate_hz > 0:
+            raise ValueError(f"command rate must be positive, got {rate_hz}")
+        self.limits = limits
+        self.max_step = limits.max_velocity / rate_hz
+        self.report = SafetyReport()
+
+    def apply(self, target: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, str | None]:
+        """The command to send after `previous` (itself safe); the reason when `target` was rejected."""
+        target = np.asarray(target, dtype=np.float64)
+        if target.shape != previous.shape:
+            self.report.rejected += 1
+            return previous.copy(), f"target has shape {target.shape}, expected {previous.shape}"
+        if not np.isfinite(target).all():
+            self.report.rejected += 1
+            return previous.copy(), "target contains NaN or inf"
+        clipped = np.clip(target, self.limits.lower, self.limits.upper)
+        self.report.clamped_position += int(not np.array_equal(clipped, target))
+        step = np.clip(clipped - previous, -self.max_step, self.max_step)
+        self.report.limited_velocity += int(not np.array_equal(step, clipped - previous))
+        return previous + step, None

@@ -1,0 +1,126 @@
+"""The command core: chunk timing and blending, safety limits, watchdog, enable and emergency stop."""
+
+import numpy as np
+import pytest
+
+from dbp_control.core.command.controller import NS, CommandController, TimedChunk
+from dbp_control.core.command.safety import LimitsError, SafetyFilter, load_joint_limits
+from dbp_control.core.data.dataset import JOINTS
+
+MS = 1_000_000
+
+
+@pytest.fixture()
+def controller():
+    limits = load_joint_limits(JOINTS)
+    c = CommandController(SafetyFilter(limits, rate_hz=100.0), rate_hz=100.0, watchdog_s=0.2, blend_s=0.0)
+    c.on_joint_state(np.zeros(14), 0)
+    c.set_enabled(True)
+    return c
+
+
+def ramp(start, per_step, steps=16):
+    return np.asarray(start) + np.arange(steps)[:, None] * per_step
+
+
+def test_the_shipped_limits_cover_every_joint_and_reject_bad_files(tmp_path):
+    limits = load_joint_limits(JOINTS)
+    assert limits.names == tuple(JOINTS) and (limits.lower < limits.upper).all()
+    assert limits.upper[JOINTS.index("left_gripper_joint")] == 1.0
+    bad = tmp_path / "limits.yaml"
+    bad.write_text("joints:\n  left_shoulder_pan_joint: {lower: 1, upper: -1, max_velocity: 1}\n")
+    with pytest.raises(LimitsError, match="no limits for joint"):
+        load_joint_limits(JOINTS, bad)
+    with pytest.raises(LimitsError, match="lower < upper"):
+        load_joint_limits(["left_shoulder_pan_joint"], bad)
+    with pytest.raises(LimitsError, match="no joint limits file"):
+        load_joint_limits(JOINTS, tmp_path / "missing.yaml")
+
+
+def test_chunk_steps_are_due_at_stamp_plus_k_steps_and_interpolated():
+    chunk = TimedChunk(ramp(np.zeros(2), np.array([1.0, 2.0]), 4), stamp_ns=1 * NS, step_ns=100 * MS, received_ns=0)
+    np.testing.assert_allclose(chunk.at(1 * NS), [0, 0])
+    np.testing.assert_allclose(chunk.at(1 * NS + 150 * MS), [1.5, 3.0])
+    np.testing.assert_allclose(chunk.at(1 * NS + 300 * MS), [3, 6])
+    assert chunk.at(1 * NS + 301 * MS) is None
+
+
+def test_commands_follow_the_chunk_within_velocity_limits(controller):
+    controller.on_chunk(ramp(np.zeros(14), 0.001), stamp_ns=0, step_s=0.01, now_ns=0)
+    commands = [controller.tick(k * 10 * MS) for k in range(10)]
+    np.testing.assert_allclose(commands[5], np.full(14, 0.005))
+    far = ramp(np.full(14, 1.0), 0.0)  # a jump of 1 rad: at most 1.5 rad/s * 10 ms per tick
+    controller.on_chunk(far, stamp_ns=100 * MS, step_s=0.01, now_ns=100 * MS)
+    before = controller.tick(100 * MS)
+    after = controller.tick(110 * MS)
+    assert (np.abs(after - before) <= controller.safety.limits.max_velocity / 100 + 1e-12).all()
+    assert controller.safety.report.limited_velocity > 0
+
+
+def test_positions_are_clamped_to_the_limits(controller):
+    gripper = JOINTS.index("left_gripper_joint")
+    target = np.zeros(14)
+    target[gripper] = 5.0
+    for k in range(40):  # fresh chunks and joint states every 10 ms; closing 1.0 at 4 per second takes 25 ticks
+        now = k * 10 * MS
+        controller.on_chunk(np.stack([target] * 16), stamp_ns=now, step_s=0.01, now_ns=now)
+        controller.on_joint_state(np.zeros(14), now)
+        command = controller.tick(now)
+    assert command[gripper] == pytest.approx(1.0) and controller.safety.report.clamped_position > 0
+
+
+def test_nan_wrong_shape_and_out_of_order_chunks_are_rejected_and_the_loop_goes_on(controller):
+    good = ramp(np.zeros(14), 0.0)
+    assert controller.on_chunk(good, stamp_ns=10, step_s=0.01, now_ns=0) is None
+    assert "NaN" in controller.on_chunk(np.full((16, 14), np.nan), stamp_ns=20, step_s=0.01, now_ns=0)
+    assert "shape" in controller.on_chunk(np.zeros((16, 7)), stamp_ns=20, step_s=0.01, now_ns=0)
+    assert "out of order" in controller.on_chunk(good, stamp_ns=5, step_s=0.01, now_ns=0)
+    assert controller.status.chunks_rejected == 3 and controller.status.chunks_accepted == 1
+    assert np.isfinite(controller.tick(1 * MS)).all()
+
+
+def test_watchdog_holds_the_measured_position_when_actions_go_stale(controller):
+    controller.on_chunk(ramp(np.zeros(14), 0.001, 100), stamp_ns=0, step_s=0.01, now_ns=0)
+    controller.on_joint_state(np.full(14, 0.002), 150 * MS)
+    moving = controller.tick(150 * MS)
+    assert not controller.status.holding and moving[0] > 0
+    held = controller.tick(250 * MS)  # the chunk arrived 250 ms ago > 200 ms watchdog
+    assert controller.status.holding and controller.status.reason == "actions stale"
+    np.testing.assert_allclose(held, np.full(14, 0.002))
+    controller.on_joint_state(np.full(14, 0.003), 400 * MS)
+    np.testing.assert_allclose(controller.tick(400 * MS), held)  # still the same hold
+    assert controller.status.holds["actions stale"] == 2
+
+
+def test_stale_joint_states_and_exhausted_chunks_hold_too(controller):
+    controller.on_chunk(ramp(np.zeros(14), 0.0, 4), stamp_ns=0, step_s=0.01, now_ns=0)
+    controller.tick(10 * MS)
+    controller.tick(50 * MS)
+    assert controller.status.reason == "action chunk exhausted"
+    controller.on_chunk(ramp(np.zeros(14), 0.0, 40), stamp_ns=60 * MS, step_s=0.01, now_ns=60 * MS)
+    controller.tick(250 * MS)
+    assert controller.status.reason == "joint states stale"
+
+
+def test_emergency_stop_latches_until_enabled_again(controller):
+    controller.on_chunk(ramp(np.zeros(14), 0.001, 100), stamp_ns=0, step_s=0.01, now_ns=0)
+    controller.tick(10 * MS)
+    controller.emergency_stop()
+    controller.on_chunk(ramp(np.zeros(14), 0.001, 100), stamp_ns=20 * MS, step_s=0.01, now_ns=20 * MS)
+    controller.tick(30 * MS)
+    assert controller.status.reason == "emergency stop"
+    controller.set_enabled(True)
+    controller.tick(40 * MS)
+    assert controller.status.reason == "no action chunk yet"  # only chunks after re-enabling are followed
+
+
+def test_a_newer_chunk_blends_in():
+    limits = load_joint_limits(JOINTS)
+    c = CommandController(SafetyFilter(limits, rate_hz=100.0), rate_hz=100.0, blend_s=0.1, enabled=True)
+    c.on_joint_state(np.zeros(14), 0)
+    c.on_chunk(np.zeros((50, 14)), stamp_ns=0, step_s=0.01, now_ns=0)
+    c.tick(0)
+    c.on_chunk(np.full((50, 14), 0.01), stamp_ns=10 * MS, step_s=0.01, now_ns=10 * MS)
+    halfway = c.tick(60 * MS)
+    np.testing.assert_allclose(halfway, np.full(14, 0.005), atol=1e-9)
+    np.testing.assert_allclose(c.tick(120 * MS), np.full(14, 0.01), atol=1e-9)
