@@ -195,3 +195,37 @@ def test_cli_train_export_eval(tmp_path):
     bad = subprocess.run(cli + ["eval", str(tmp_path / "m"), "--task", "juggle"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 2 and "unknown task 'juggle'" in bad.stderr
+
+
+def test_inference_loop_reuses_per_frame_features_and_matches_a_direct_prediction(tmp_path):
+    from dbp_control.core.data.bags import image_msg
+    from dbp_control.core.inference.loop import InferenceLoop
+    from dbp_control.core.observation.assembler import ObservationAssembler
+    from dbp_control.core.observation.images import resize_rgb
+
+    dataset = make_dataset(tmp_path / "img.zarr", cameras=CAMERAS, objects=False)
+    train_on_dataset(dataset, TrainRecipe(method="dbp", obs="image", **TINY), tmp_path / "train", progress=False)
+    export_policy(tmp_path / "train" / "checkpoint.pt", tmp_path / "m")
+    loop = InferenceLoop(PolicyEngine(tmp_path / "m"))
+    encoded = []
+    assembler = ObservationAssembler(CAMERAS, queue_size=10, slop_s=0.025,
+                                     convert=lambda cam, msg: encoded.append(cam) or loop.features_of(cam, msg))
+    rng = np.random.default_rng(4)
+    frames = {cam: rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for cam in CAMERAS}
+    ms = 1_000_000
+    assembler.push_joint_state(0, np.zeros(14), now_ns=0)
+    for cam in CAMERAS:
+        assembler.push_image(cam, 1 * ms, image_msg("humble", 1 * ms, cam, frames[cam]), now_ns=1 * ms)
+    chunks = []
+    for tick in range(1, 12):  # 100 Hz for 110 ms: the frames are encoded once
+        assembler.push_joint_state(tick * 10 * ms, np.full(14, tick / 100), now_ns=tick * 10 * ms)
+        chunks.append(loop.step(assembler.observation(tick * 10 * ms)))
+    assert sorted(encoded) == sorted(CAMERAS)
+    last = chunks[-1]
+    assert last.actions.shape == (8, 14) and last.stamp_ns == 110 * ms and last.step_s == pytest.approx(0.1)
+    images = {cam: np.stack([resize_rgb(frames[cam], (32, 32))] * 2) for cam in CAMERAS}
+    state = np.stack([np.full(14, 0.01), np.full(14, 0.11)]).astype(np.float32)  # 100 ms apart, as trained
+    noise = {"z": np.zeros((1, 8, 14), np.float32)}
+    loop.engine.noise = lambda: noise
+    direct = loop.engine.predict(state, images, noise)
+    np.testing.assert_allclose(loop.step(assembler.observation(110 * ms)).actions, direct, atol=1e-5)

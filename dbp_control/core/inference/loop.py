@@ -1,0 +1,49 @@
+"""The inference node's logic, without ROS: observations in at the control rate, action chunks out.
+
+Image features are computed once per synchronised camera frame (`features_of`, handed to the
+observation assembler as its converter) and reused by every control tick until the next frame, so the
+control rate does not depend on the cameras. Each chunk carries the stamp of the observation it answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dbp_control.core.inference.engine import PolicyEngine
+from dbp_control.core.observation.assembler import Observation, ObservationHistory
+from dbp_control.core.observation.images import decode_image, resize_rgb
+
+
+@dataclass(frozen=True)
+class Chunk:
+    actions: np.ndarray  # [T, D] robot units
+    stamp_ns: int  # the observation it answers
+    step_s: float  # time between chunk steps
+
+
+class InferenceLoop:
+    def __init__(self, engine: PolicyEngine) -> None:
+        if not engine.step_hz:
+            raise ValueError(f"{engine.model_dir}: the sidecar has no step rate (step_hz)")
+        self.engine = engine
+        self.step_s = 1.0 / float(engine.step_hz)
+        self.history = ObservationHistory(engine.n_obs_steps, self.step_s)
+
+    def features_of(self, camera: str, msg: Any) -> np.ndarray:
+        """sensor_msgs/Image -> the camera's features (decode, resize as in the dataset, encode)."""
+        frame = resize_rgb(decode_image(msg), self.engine.image_size(camera))
+        return self.engine.encode(camera, np.ascontiguousarray(frame))
+
+    def step(self, obs: Observation, extra_state: np.ndarray | None = None) -> Chunk:
+        """`extra_state`: appended to the joint positions (the object poses, for state policies in simulation)."""
+        if extra_state is not None:
+            obs = Observation(obs.stamp_ns, np.concatenate([obs.state, extra_state]), obs.images, obs.ages_ms)
+        self.history.push(obs)
+        window = self.history.window()
+        state = np.stack([o.state for o in window]).astype(np.float32)
+        features = {cam: np.stack([o.images.frames[cam] for o in window]) for cam in self.engine.cameras} \
+            if self.engine.cameras else None
+        return Chunk(self.engine.act(state, features), window[-1].stamp_ns, self.step_s)
