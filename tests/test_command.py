@@ -75,7 +75,9 @@ def test_nan_wrong_shape_and_out_of_order_chunks_are_rejected_and_the_loop_goes_
     assert "NaN" in controller.on_chunk(np.full((16, 14), np.nan), stamp_ns=20, step_s=0.01, now_ns=0)
     assert "shape" in controller.on_chunk(np.zeros((16, 7)), stamp_ns=20, step_s=0.01, now_ns=0)
     assert "out of order" in controller.on_chunk(good, stamp_ns=5, step_s=0.01, now_ns=0)
+    assert controller.on_chunk(good, stamp_ns=10, step_s=0.01, now_ns=0) is None  # the same observation again
     assert controller.status.chunks_rejected == 3 and controller.status.chunks_accepted == 1
+    assert controller.status.chunks_duplicate == 1
     assert np.isfinite(controller.tick(1 * MS)).all()
 
 
@@ -121,6 +123,24 @@ def test_a_newer_chunk_blends_in():
     c.on_chunk(np.zeros((50, 14)), stamp_ns=0, step_s=0.01, now_ns=0)
     c.tick(0)
     c.on_chunk(np.full((50, 14), 0.01), stamp_ns=10 * MS, step_s=0.01, now_ns=10 * MS)
+    c.tick(10 * MS)  # the newer chunk takes over here: the blend starts
     halfway = c.tick(60 * MS)
     np.testing.assert_allclose(halfway, np.full(14, 0.005), atol=1e-9)
     np.testing.assert_allclose(c.tick(120 * MS), np.full(14, 0.01), atol=1e-9)
+
+
+def test_a_chunk_is_followed_for_its_committed_steps_before_a_newer_one_takes_over():
+    limits = load_joint_limits(JOINTS)
+    c = CommandController(SafetyFilter(limits, rate_hz=100.0), rate_hz=100.0, blend_s=0.0, commit_steps=8,
+                          enabled=True)
+    c.on_joint_state(np.zeros(14), 0)
+    c.on_chunk(ramp(np.zeros(14), 0.001, 16), stamp_ns=0, step_s=0.01, now_ns=0)
+    c.tick(0)
+    for k in range(1, 12):  # a newer chunk every tick (100 Hz inference), each starting from 0.5
+        now = k * 10 * MS
+        c.on_joint_state(np.zeros(14), now)
+        c.on_chunk(np.full((16, 14), 0.5), stamp_ns=now, step_s=0.01, now_ns=now)
+        command = c.tick(now)
+        if k < 8:  # committed to the first chunk for 8 steps of 10 ms
+            np.testing.assert_allclose(command, np.full(14, 0.001 * k))
+    assert command[0] > 0.008 + 1e-9  # from 80 ms on, the newest chunk (0.5) is followed, velocity-limited

@@ -290,6 +290,17 @@ def _sim_robot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _node(args: argparse.Namespace) -> int:
+    from dbp_control.nodes import node_class
+    from dbp_control.nodes.runner import parse_overrides, run_node
+
+    cls = node_class(args.name)
+    params = args.params if args.params is not None else CONFIG_DIR / f"{args.name}.yaml"
+    run_node(args.name, cls, parameters_file=params if params.exists() else None, overrides=parse_overrides(args.set),
+             endpoint=args.endpoint, distro=args.distro, duration_s=args.duration)
+    return 0
+
+
 def _zenoh_router(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -306,7 +317,7 @@ def _zenoh_router(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_node_options(parser: argparse.ArgumentParser, default_params: Path) -> None:
+def _add_node_options(parser: argparse.ArgumentParser, default_params: Path | None) -> None:
     from dbp_control.middleware.zenoh_backend import DEFAULT_ENDPOINT, ENDPOINT_ENV
 
     parser.add_argument("--params", type=Path, default=default_params, help="ROS 2 parameters YAML")
@@ -407,6 +418,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "an episode, /sim/status reports it.")
     _add_node_options(robot, CONFIG_DIR / "sim_robot.yaml")
     robot.set_defaults(func=_sim_robot)
+
+    from dbp_control.nodes import NODE_CLASSES
+
+    node_cmd = commands.add_parser("node", help="run one node of the graph over Zenoh",
+                                   description="Runs one node (its parameters from config/<name>.yaml unless --params) "
+                                   "as a process on the robot's topics over Zenoh.")
+    node_cmd.add_argument("name", choices=sorted(NODE_CLASSES))
+    _add_node_options(node_cmd, None)
+    node_cmd.set_defaults(func=_node)
 
     zenoh_cmd = commands.add_parser("zenoh", help="Zenoh helpers")
     zenohs = zenoh_cmd.add_subparsers(dest="zenoh", required=True, metavar="ZENOH")

@@ -53,6 +53,13 @@ CHANNELS: dict[str, Channel] = {
     # one pose per movable object (dbp_control.core.sim.scene.MOVABLE_OBJECTS order), for state-based policies
     "object_poses": Channel("/sim/object_poses", "geometry_msgs/msg/PoseArray", Qos.SENSOR_DATA, 50.0, "world",
                             sim_only=True),
+    # the policy graph's own topics: chunks from inference to the command node (one point per chunk step,
+    # stamped with the observation they answer), safety controls, and diagnostics as JSON
+    "action_chunk": Channel("/dbp/action_chunk", "trajectory_msgs/msg/JointTrajectory", Qos.RELIABLE, 100.0),
+    "emergency_stop": Channel("/dbp/emergency_stop", "std_msgs/msg/Bool", Qos.RELIABLE, 0.0),
+    "enable": Channel("/dbp/enable", "std_msgs/msg/Bool", Qos.RELIABLE, 0.0),
+    "command_status": Channel("/dbp/command_status", "std_msgs/msg/String", Qos.RELIABLE, 10.0),
+    "policy_status": Channel("/dbp/policy_status", "std_msgs/msg/String", Qos.RELIABLE, 10.0),
     # the simulated robot's episode control: a seed on sim_reset starts an episode; sim_status is JSON
     "sim_reset": Channel("/sim/reset", "std_msgs/msg/Int64", Qos.RELIABLE, 0.0, sim_only=True),
     "sim_status": Channel("/sim/status", "std_msgs/msg/String", Qos.RELIABLE, 10.0, sim_only=True),

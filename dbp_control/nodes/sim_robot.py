@@ -68,6 +68,7 @@ class SimRobot:
     def reset(self, seed: int) -> None:
         self.task.reset(self.sim, seed)
         self.seed = seed
+        self.succeeded = False
         self.targets = self.sim.joint_state().position.copy()
         self.sim.set_targets(self.targets)
         self.start_ns = self.node.now_ns()
@@ -93,6 +94,9 @@ class SimRobot:
             self.sim.step(self.sim.model.opt.timestep)
         if steps:
             self.task.observe(self.sim)
+            if not self.succeeded and self.task.success(self.sim):
+                self.succeeded = True
+                self.node.logger.info("episode %s seed %d succeeded at t=%.2f s", self.task.name, self.seed, self.sim.time)
 
     def on_joint_timer(self) -> None:
         self.advance()

@@ -1,7 +1,11 @@
 """The command node's logic, without ROS: timestamped action chunks in, one safe joint command per tick out.
 
 Chunk step k is due at the chunk's stamp (the observation it answers) + k step periods; between steps
-the target is interpolated. A newer chunk takes over by blending from the older one over `blend_s`.
+the target is interpolated. A chunk is followed for `commit_steps` of its steps (the receding horizon
+the policy was trained and evaluated with) before the newest chunk received takes over, blending from
+the older one over `blend_s`; `commit_steps=0` switches to every newer chunk at once. Replanning at the
+control rate from the measured state would otherwise only ever command a few milliseconds ahead of
+where a lagging arm is, and the arm would crawl.
 The arms hold position — the measured position when holding began — while disabled, after an
 emergency stop (latched until re-enabled), before the first joint state, and whenever the watchdog
 finds observations or actions older than its timeout, or the current chunk exhausted.
@@ -45,22 +49,26 @@ class ControllerStatus:
     reason: str = "no joint state yet"
     chunks_accepted: int = 0
     chunks_rejected: int = 0
+    chunks_duplicate: int = 0  # the same observation's chunk again: ignored
     last_rejection: str = ""
     holds: dict[str, int] = field(default_factory=dict)  # ticks held, per reason
 
 
 class CommandController:
     def __init__(self, safety: SafetyFilter, *, rate_hz: float, watchdog_s: float = 0.2, blend_s: float = 0.1,
-                 enabled: bool = False) -> None:
+                 commit_steps: int = 0, enabled: bool = False) -> None:
         if not watchdog_s > 0 or blend_s < 0:
             raise ValueError(f"watchdog_s must be positive and blend_s non-negative, got {watchdog_s}, {blend_s}")
         self.safety, self.rate_hz = safety, rate_hz
         self.watchdog_ns, self.blend_ns = int(watchdog_s * NS), int(blend_s * NS)
+        self.commit_steps = commit_steps
         self.dim = len(safety.limits.names)
         self.enabled, self.estopped = enabled, False
         self.status = ControllerStatus()
-        self._chunk: TimedChunk | None = None
-        self._previous_chunk: TimedChunk | None = None
+        self._chunk: TimedChunk | None = None  # being followed
+        self._previous_chunk: TimedChunk | None = None  # blended out
+        self._newest: TimedChunk | None = None  # the latest received, waiting for the commitment to end
+        self._followed_since = 0
         self._joints: np.ndarray | None = None
         self._joints_ns = 0
         self._command: np.ndarray | None = None  # the last command sent
@@ -82,21 +90,32 @@ class CommandController:
             reason = "chunk contains NaN or inf"
         elif not step_s > 0:
             reason = f"chunk step must be positive, got {step_s}"
-        elif self._chunk is not None and stamp_ns <= self._chunk.stamp_ns:
-            reason = "chunk is not newer than the current one (out of order)"
+        elif self._newest is not None and stamp_ns == self._newest.stamp_ns:
+            self.status.chunks_duplicate += 1
+            return None
+        elif self._newest is not None and stamp_ns < self._newest.stamp_ns:
+            reason = "chunk is older than the current one (out of order)"
         if reason is not None:
             self.status.chunks_rejected += 1
             self.status.last_rejection = reason
             return reason
-        self._previous_chunk = self._chunk
-        self._chunk = TimedChunk(actions, int(stamp_ns), int(step_s * NS), now_ns)
+        self._newest = TimedChunk(actions, int(stamp_ns), int(step_s * NS), now_ns)
         self.status.chunks_accepted += 1
         return None
+
+    def _follow_newest(self, now_ns: int) -> None:
+        current = self._chunk
+        if self._newest is None or self._newest is current:
+            return
+        committed = current is not None and now_ns - self._followed_since < self.commit_steps * current.step_ns \
+            and current.at(now_ns) is not None
+        if not committed:
+            self._previous_chunk, self._chunk, self._followed_since = current, self._newest, now_ns
 
     def set_enabled(self, enabled: bool) -> None:
         """Enabling also clears an emergency stop; the arms then follow only chunks that arrive afterwards."""
         if enabled and not self.enabled:
-            self._chunk = self._previous_chunk = None
+            self._chunk = self._previous_chunk = self._newest = None
             self.estopped = False
         self.enabled = enabled
 
@@ -114,15 +133,16 @@ class CommandController:
             return None, "disabled"
         if now_ns - self._joints_ns > self.watchdog_ns:
             return None, "joint states stale"
-        if self._chunk is None:
+        if self._newest is None:
             return None, "no action chunk yet"
-        if now_ns - self._chunk.received_ns > self.watchdog_ns:
+        if now_ns - self._newest.received_ns > self.watchdog_ns:
             return None, "actions stale"
-        target = self._chunk.at(now_ns)
+        self._follow_newest(now_ns)
+        target = self._chunk.at(now_ns)  # type: ignore[union-attr]
         if target is None:
             return None, "action chunk exhausted"
         old = self._previous_chunk.at(now_ns) if self._previous_chunk is not None else None
-        blend_w = 1.0 if self.blend_ns == 0 else min(1.0, (now_ns - self._chunk.received_ns) / self.blend_ns)
+        blend_w = 1.0 if self.blend_ns == 0 else min(1.0, (now_ns - self._followed_since) / self.blend_ns)
         if old is not None and blend_w < 1.0:
             target = (1 - blend_w) * old + blend_w * target
         return target, ""

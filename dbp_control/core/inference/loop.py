@@ -3,6 +3,12 @@
 Image features are computed once per synchronised camera frame (`features_of`, handed to the
 observation assembler as its converter) and reused by every control tick until the next frame, so the
 control rate does not depend on the cameras. Each chunk carries the stamp of the observation it answers.
+
+The noise z is held for `n_action_steps` chunk steps (the span the policy executes per chunk when it
+was trained and evaluated) and then redrawn: replanning at 100 Hz with fresh noise every tick would
+hop between the modes of a multimodal policy (grasp this face, then that one) and go nowhere; with z
+held, the one-step generator is a smooth function of the observation, so each tick refines the same
+plan and still reacts to what the robot sees.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ class InferenceLoop:
         self.engine = engine
         self.step_s = 1.0 / float(engine.step_hz)
         self.history = ObservationHistory(engine.n_obs_steps, self.step_s)
+        self.noise_hold_ns = int(engine.n_action_steps * self.step_s * 1e9)
+        self._noise: dict[str, np.ndarray] | None = None
+        self._noise_since = 0
 
     def features_of(self, camera: str, msg: Any) -> np.ndarray:
         """sensor_msgs/Image -> the camera's features (decode, resize as in the dataset, encode)."""
@@ -46,4 +55,7 @@ class InferenceLoop:
         state = np.stack([o.state for o in window]).astype(np.float32)
         features = {cam: np.stack([o.images.frames[cam] for o in window]) for cam in self.engine.cameras} \
             if self.engine.cameras else None
-        return Chunk(self.engine.act(state, features), window[-1].stamp_ns, self.step_s)
+        stamp = window[-1].stamp_ns
+        if self._noise is None or stamp - self._noise_since >= self.noise_hold_ns:
+            self._noise, self._noise_since = self.engine.noise(), stamp
+        return Chunk(self.engine.act(state, features, self._noise), stamp, self.step_s)

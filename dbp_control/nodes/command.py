@@ -1,0 +1,115 @@
+"""The dual-arm command node: action chunks in, per-arm position commands out at the driver rate, through
+the safety filter and watchdog (`dbp_control.core.command`), which the policy cannot bypass."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dbp_control.core.channels import CHANNELS
+from dbp_control.core.command.controller import CommandController
+from dbp_control.core.command.safety import DEFAULT_LIMITS_FILE, SafetyFilter, load_joint_limits
+from dbp_control.core.data.bags import float64_array_msg, stamp_ns_of, typestore
+from dbp_control.core.layout import SIDES, joint_names
+from dbp_control.middleware.port import Node
+
+NAME = "dual_arm_command"
+JOINTS = [n for side in SIDES for n in joint_names(side)]
+DEFAULTS: dict[str, Any] = {
+    "rate_hz": CHANNELS["left_arm_command"].rate_hz,
+    "watchdog_s": 0.2,  # hold when observations or actions are older than this
+    "blend_s": 0.05,  # a newer chunk takes over within this time
+    "commit_steps": 8,  # chunk steps followed before switching to the newest chunk (the policy's n_action_steps)
+    "joint_limits_file": "",  # empty: calibration/joint_limits.yaml of the package
+    "enabled": True,  # False: hold until true arrives on /dbp/enable
+}
+
+
+def chunk_of(msg: Any, joints: list[str]) -> tuple[np.ndarray, float]:
+    """trajectory_msgs/JointTrajectory (one point per chunk step) -> ([T, D] in `joints` order, step seconds)."""
+    names = list(msg.joint_names)
+    if sorted(names) != sorted(joints):
+        raise ValueError(f"chunk joints {names} are not the robot's {joints}")
+    order = [names.index(j) for j in joints]
+    actions = np.array([np.asarray(p.positions, dtype=np.float64)[order] for p in msg.points]) if msg.points \
+        else np.zeros((0, len(joints)))
+    times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
+    step = times[1] - times[0] if len(times) > 1 else 0.0
+    return actions, step
+
+
+class DualArmCommand:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        p = self.params = node.parameters(DEFAULTS)
+        limits = load_joint_limits(JOINTS, Path(p["joint_limits_file"]) if p["joint_limits_file"] else DEFAULT_LIMITS_FILE)
+        self.controller = CommandController(SafetyFilter(limits, p["rate_hz"]), rate_hz=p["rate_hz"],
+                                            watchdog_s=p["watchdog_s"], blend_s=p["blend_s"], commit_steps=p["commit_steps"],
+                                            enabled=p["enabled"])
+        self.types = typestore(node.distro).types
+        self.arms = {side: node.publisher(CHANNELS[f"{side}_arm_command"]) for side in SIDES}
+        self.status_publisher = node.publisher(CHANNELS["command_status"])
+        self._joint_order: list[int] | None = None
+        self.latency_ms: list[float] = []  # observation stamp -> command sent, per accepted chunk's first command
+        self._pending_stamp: int | None = None
+        node.subscribe(CHANNELS["joint_states"], self.on_joint_state)
+        node.subscribe(CHANNELS["action_chunk"], self.on_chunk)
+        node.subscribe(CHANNELS["emergency_stop"], lambda msg: msg.data and self.emergency_stop())
+        node.subscribe(CHANNELS["enable"], lambda msg: self.controller.set_enabled(bool(msg.data)))
+        node.timer(1.0 / p["rate_hz"], self.tick)
+        node.timer(1.0 / CHANNELS["command_status"].rate_hz, self.publish_status)
+
+    def emergency_stop(self) -> None:
+        self.controller.emergency_stop()
+        self.node.logger.warning("emergency stop: holding position until re-enabled")
+
+    def on_joint_state(self, msg: Any) -> None:
+        names = list(msg.name)
+        if self._joint_order is None or len(names) != len(self._joint_order):
+            missing = [j for j in JOINTS if j not in names]
+            if missing:
+                self.node.logger.warning("joint state without %s ignored", missing)
+                return
+            self._joint_order = [names.index(j) for j in JOINTS]
+        self.controller.on_joint_state(np.asarray(msg.position, dtype=np.float64)[self._joint_order], self.node.now_ns())
+
+    def on_chunk(self, msg: Any) -> None:
+        try:
+            actions, step = chunk_of(msg, JOINTS)
+        except ValueError as exc:
+            self.controller.status.chunks_rejected += 1
+            self.controller.status.last_rejection = str(exc)
+            self.node.logger.warning("rejected chunk: %s", exc)
+            return
+        reason = self.controller.on_chunk(actions, stamp_ns_of(msg), step, self.node.now_ns())
+        if reason is not None:
+            self.node.logger.warning("rejected chunk: %s", reason)
+        else:
+            self._pending_stamp = stamp_ns_of(msg)
+
+    def tick(self) -> None:
+        now = self.node.now_ns()
+        command = self.controller.tick(now)
+        if command is None:
+            return
+        for i, side in enumerate(SIDES):
+            self.arms[side].publish(float64_array_msg(self.node.distro, command[7 * i : 7 * i + 7]))
+        if self._pending_stamp is not None and not self.controller.status.holding:
+            self.latency_ms.append((self.node.now_ns() - self._pending_stamp) / 1e6)
+            self._pending_stamp = None
+
+    def status(self) -> dict[str, Any]:
+        s, report = self.controller.status, self.controller.safety.report
+        recent = self.latency_ms[-200:]
+        return {"holding": s.holding, "reason": s.reason, "enabled": self.controller.enabled,
+                "estopped": self.controller.estopped, "chunks_accepted": s.chunks_accepted,
+                "chunks_rejected": s.chunks_rejected, "last_rejection": s.last_rejection, "holds": s.holds,
+                "clamped_position": report.clamped_position, "limited_velocity": report.limited_velocity,
+                "obs_to_command_ms_p50": float(np.percentile(recent, 50)) if recent else None,
+                "obs_to_command_ms_p99": float(np.percentile(recent, 99)) if recent else None}
+
+    def publish_status(self) -> None:
+        self.status_publisher.publish(self.types["std_msgs/msg/String"](data=json.dumps(self.status())))
