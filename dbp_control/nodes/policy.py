@@ -111,13 +111,13 @@ class PolicyNode:
     def status(self) -> dict[str, Any]:
         recent = self.inference_ms[-500:]
         stats = self.assembler.stats
-        obs = self.assembler.observation(self.node.now_ns())
-        return {"ticks": self.ticks, "unchanged_observations": self.unchanged, "inference_ms_p50": float(np.percentile(recent, 50)) if recent else None,
+        return {"ticks": self.ticks, "unchanged_observations": self.unchanged,
+                "inference_ms_p50": float(np.percentile(recent, 50)) if recent else None,
                 "inference_ms_p99": float(np.percentile(recent, 99)) if recent else None,
                 "providers": self.engine.providers, "rejected_images": self.rejected_images,
                 "sync": vars(self.assembler.sync.stats) if self.assembler.sync else None,
                 "inputs": {name: vars(s) for name, s in stats.inputs.items()},
-                "ages_ms": obs.ages_ms if obs else None}
+                "ages_ms": self.assembler.ages_ms(self.node.now_ns())}
 
     def publish_status(self) -> None:
         self.status_publisher.publish(self.types["std_msgs/msg/String"](data=json.dumps(self.status())))

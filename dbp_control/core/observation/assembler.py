@@ -94,16 +94,20 @@ class ObservationAssembler:
         self.images = ImageSet(max(stamp for stamp, _ in frames),
                                {cam: self.convert(cam, msg) for cam, (_, msg) in zip(self.cameras, frames)})
 
+    def ages_ms(self, now_ns: int) -> dict[str, float]:
+        """How old the newest joint state and image set are (for diagnostics; counts nothing)."""
+        ages = {"joint_states": (now_ns - self.joints[0]) / 1e6} if self.joints is not None else {}
+        if self.images is not None:
+            ages["images"] = (now_ns - self.images.stamp_ns) / 1e6
+        return ages
+
     def observation(self, now_ns: int) -> Observation | None:
         if self.joints is None or (self.cameras and self.images is None):
             self.stats.not_ready += 1
             return None
         stamp, state = self.joints
-        ages = {"joint_states": (now_ns - stamp) / 1e6}
-        if self.images is not None:
-            ages["images"] = (now_ns - self.images.stamp_ns) / 1e6
         self.stats.observations += 1
-        return Observation(stamp, state, self.images, ages)
+        return Observation(stamp, state, self.images, self.ages_ms(now_ns))
 
 
 class ObservationHistory:
