@@ -285,8 +285,8 @@ def _sim_robot(args: argparse.Namespace) -> int:
     from dbp_control.nodes.runner import parse_overrides, run_node
     from dbp_control.nodes.sim_robot import NAME, SimRobot
 
-    run_node(NAME, SimRobot, parameters_file=args.params, overrides=parse_overrides(args.set), endpoint=args.endpoint,
-             distro=args.distro, duration_s=args.duration)
+    run_node(NAME, SimRobot, parameters_files=args.params or [CONFIG_DIR / "sim_robot.yaml"],
+             overrides=parse_overrides(args.set), endpoint=args.endpoint, distro=args.distro, duration_s=args.duration)
     return 0
 
 
@@ -295,9 +295,10 @@ def _node(args: argparse.Namespace) -> int:
     from dbp_control.nodes.runner import parse_overrides, run_node
 
     cls = node_class(args.name)
-    params = args.params if args.params is not None else CONFIG_DIR / f"{args.name}.yaml"
-    run_node(args.name, cls, parameters_file=params if params.exists() else None, overrides=parse_overrides(args.set),
-             endpoint=args.endpoint, distro=args.distro, duration_s=args.duration)
+    default = CONFIG_DIR / f"{args.name}.yaml"
+    params = args.params if args.params else [default] if default.exists() else []
+    run_node(args.name, cls, parameters_files=params, overrides=parse_overrides(args.set), endpoint=args.endpoint,
+             distro=args.distro, duration_s=args.duration)
     return 0
 
 
@@ -317,10 +318,11 @@ def _zenoh_router(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_node_options(parser: argparse.ArgumentParser, default_params: Path | None) -> None:
+def _add_node_options(parser: argparse.ArgumentParser, default_params: Path | str) -> None:
     from dbp_control.middleware.zenoh_backend import DEFAULT_ENDPOINT, ENDPOINT_ENV
 
-    parser.add_argument("--params", type=Path, default=default_params, help="ROS 2 parameters YAML")
+    parser.add_argument("--params", type=Path, action="append", default=None,
+                        help=f"ROS 2 parameters YAML (repeatable, later files win; default {default_params})")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override one parameter")
     parser.add_argument("--endpoint", default=None,
                         help=f"Zenoh endpoint to connect to (default ${ENDPOINT_ENV} or {DEFAULT_ENDPOINT})")
@@ -425,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    description="Runs one node (its parameters from config/<name>.yaml unless --params) "
                                    "as a process on the robot's topics over Zenoh.")
     node_cmd.add_argument("name", choices=sorted(NODE_CLASSES))
-    _add_node_options(node_cmd, None)
+    _add_node_options(node_cmd, "config/<name>.yaml")
     node_cmd.set_defaults(func=_node)
 
     zenoh_cmd = commands.add_parser("zenoh", help="Zenoh helpers")

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,27 +41,26 @@ class Timer:
     callback: Callable[[], None]
 
 
-def load_parameters(path: Path | None, node_name: str) -> dict[str, Any]:
-    """The `ros__parameters` of `node_name` in a ROS 2 parameters YAML file (the `/**` wildcard section
-    first, the node's own section over it). A missing file or malformed section is a clear error."""
-    if path is None:
-        return {}
-    path = Path(path)
-    if not path.exists():
-        raise PortError(f"parameters file {path} does not exist")
-    try:
-        content = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise PortError(f"parameters file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(content, dict):
-        raise PortError(f"parameters file {path} must map node names to {{ros__parameters: ...}}")
+def load_parameters(paths: Sequence[Path], node_name: str) -> dict[str, Any]:
+    """The `ros__parameters` of `node_name` from ROS 2 parameters YAML files, later files winning (as
+    `ros2 launch` merges a list of parameter files); in each, the `/**` wildcard section first, the node's
+    own section over it. A missing file or a malformed section is a clear error."""
     merged: dict[str, Any] = {}
-    for section in ("/**", node_name, f"/{node_name}"):
-        if section in content:
-            params = (content[section] or {}).get("ros__parameters")
-            if not isinstance(params, dict):
-                raise PortError(f"parameters file {path}: section {section!r} has no ros__parameters mapping")
-            merged.update(params)
+    for path in map(Path, paths):
+        if not path.exists():
+            raise PortError(f"parameters file {path} does not exist")
+        try:
+            content = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise PortError(f"parameters file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(content, dict):
+            raise PortError(f"parameters file {path} must map node names to {{ros__parameters: ...}}")
+        for section in ("/**", node_name, f"/{node_name}"):
+            if section in content:
+                params = (content[section] or {}).get("ros__parameters")
+                if not isinstance(params, dict):
+                    raise PortError(f"parameters file {path}: section {section!r} has no ros__parameters mapping")
+                merged.update(params)
     return merged
 
 

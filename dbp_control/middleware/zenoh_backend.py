@@ -18,7 +18,7 @@ import struct
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,12 +138,12 @@ class _Subscription:
 
 class ZenohNode(Node):
     def __init__(self, name: str, *, endpoint: str | None = None, distro: str = "humble",
-                 parameters_file: Path | None = None, overrides: Mapping[str, Any] | None = None,
+                 parameters_files: Sequence[Path] = (), overrides: Mapping[str, Any] | None = None,
                  domain_id: int | None = None) -> None:
         super().__init__(name, distro)
         self.domain_id = int(os.environ.get("ROS_DOMAIN_ID", "0")) if domain_id is None else domain_id
         self.endpoint = endpoint or os.environ.get(ENDPOINT_ENV, DEFAULT_ENDPOINT)
-        self._given = {**load_parameters(parameters_file, name), **(overrides or {})}
+        self._given = {**load_parameters(parameters_files, name), **(overrides or {})}
         try:
             self.session = zenoh.open(session_config("peer", [self.endpoint]))
         except zenoh.ZError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,13 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def run_node(name: str, build: Callable[[Node], object], *, parameters_file: Path | None = None,
+def run_node(name: str, build: Callable[[Node], object], *, parameters_files: Sequence[Path] = (),
              overrides: Mapping[str, Any] | None = None, endpoint: str | None = None, distro: str = "humble",
              duration_s: float | None = None) -> object:
     """Build the node's logic on a Zenoh node and spin; returns the logic object after shutdown."""
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
-    node = ZenohNode(name, endpoint=endpoint, distro=distro, parameters_file=parameters_file, overrides=overrides)
+    node = ZenohNode(name, endpoint=endpoint, distro=distro, parameters_files=parameters_files,
+                     overrides=overrides)
     try:
         logic = build(node)
         previous = {sig: signal.signal(sig, lambda *_: node.executor.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
