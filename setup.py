@@ -25,6 +25,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         share("launch"),
         share("config"),
+        share("config/modes"),
         share("calibration"),
         share("models"),
     ],
@@ -43,6 +44,10 @@ setup(
         "test": ["pytest", "colcon-core", "colcon-ros", "colcon-python-setup-py"],
         "metaworld": ["metaworld==3.1.1"],  # a second benchmark family; pins mujoco 3.3.0 like this package
     },
-    entry_points={"console_scripts": ["dbp = dbp_control.cli.main:main"]},
+    entry_points={"console_scripts": [
+        "dbp = dbp_control.cli.main:main",
+        # the graph's nodes, named as config/graph.yaml and the launch files name them
+        *(f"{node} = dbp_control.nodes.entry:main" for node in ("sim_robot", "policy", "dual_arm_command")),
+    ]},
     zip_safe=True,
 )

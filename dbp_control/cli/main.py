@@ -302,6 +302,18 @@ def _node(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launch(args: argparse.Namespace) -> int:
+    from dbp_control.nodes.launcher import launch
+
+    overrides: dict[str, list[str]] = {}
+    for item in args.set:
+        node, dot, pair = item.partition(".")
+        if not dot or "=" not in pair:
+            raise ValueError(f"--set {item!r}: expected NODE.NAME=VALUE, e.g. policy.rate_hz=200")
+        overrides.setdefault(node, []).append(pair)
+    return launch(args.mode, endpoint=args.endpoint, overrides=overrides, duration_s=args.duration, distro=args.distro)
+
+
 def _zenoh_router(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -429,6 +441,16 @@ def build_parser() -> argparse.ArgumentParser:
     node_cmd.add_argument("name", choices=sorted(NODE_CLASSES))
     _add_node_options(node_cmd, "config/<name>.yaml")
     node_cmd.set_defaults(func=_node)
+
+    la = commands.add_parser("launch", help="start a mode of the node graph as processes over Zenoh",
+                             description="Starts the nodes config/graph.yaml lists for MODE, each as a process with "
+                             "its parameter files, around a Zenoh router; Ctrl-C stops them all.")
+    la.add_argument("mode", help="a mode of config/graph.yaml, e.g. sim")
+    la.add_argument("--set", action="append", default=[], metavar="NODE.NAME=VALUE", help="override a parameter")
+    la.add_argument("--endpoint", default="tcp/127.0.0.1:7447", help="where the router listens")
+    la.add_argument("--distro", choices=("humble", "jazzy"), default="humble")
+    la.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    la.set_defaults(func=_launch)
 
     zenoh_cmd = commands.add_parser("zenoh", help="Zenoh helpers")
     zenohs = zenoh_cmd.add_subparsers(dest="zenoh", required=True, metavar="ZENOH")
