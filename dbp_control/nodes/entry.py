@@ -17,7 +17,8 @@ def main() -> None:
         from dbp_control.middleware.rclpy_backend import RclpyBackendNode
     except ImportError:
         if "--ros-args" in sys.argv:
-            raise SystemExit(f"{name}: started with --ros-args but rclpy is not importable; source your ROS 2 setup")
+            raise SystemExit(f"{name}: started with --ros-args but rclpy is not importable; "
+                             "source your ROS 2 setup") from None
         from dbp_control.cli.main import main as dbp_main
 
         raise SystemExit(dbp_main(["node", name, *sys.argv[1:]])) from None
