@@ -56,7 +56,9 @@ class PolicyNode:
         self.objects: np.ndarray | None = None
         self.rejected_images = 0
         self.inference_ms: list[float] = []
-        self.ticks = 0
+        self.ticks = 0  # chunks published
+        self.timer_ticks = 0  # control ticks, with or without a new observation
+        self.started_ns = node.now_ns()
         self.unchanged = 0
         self._last_stamp = -1
         self._joint_order: list[int] | None = None
@@ -86,6 +88,7 @@ class PolicyNode:
             self.node.logger.warning("rejected %s image: %s", camera, exc)
 
     def tick(self) -> None:
+        self.timer_ticks += 1
         now = self.node.now_ns()
         obs = self.assembler.observation(now)
         if obs is None or (self.params["object_poses"] and self.objects is None):
@@ -111,7 +114,9 @@ class PolicyNode:
     def status(self) -> dict[str, Any]:
         recent = self.inference_ms[-500:]
         stats = self.assembler.stats
-        return {"ticks": self.ticks, "unchanged_observations": self.unchanged,
+        seconds = (self.node.now_ns() - self.started_ns) / 1e9
+        return {"ticks": self.ticks, "timer_ticks": self.timer_ticks, "control_hz": self.timer_ticks / max(seconds, 1e-9),
+                "unchanged_observations": self.unchanged,
                 "inference_ms_p50": float(np.percentile(recent, 50)) if recent else None,
                 "inference_ms_p99": float(np.percentile(recent, 99)) if recent else None,
                 "providers": self.engine.providers, "rejected_images": self.rejected_images,
