@@ -314,6 +314,16 @@ def _launch(args: argparse.Namespace) -> int:
     return launch(args.mode, endpoint=args.endpoint, overrides=overrides, duration_s=args.duration, distro=args.distro)
 
 
+def _bag_recover(args: argparse.Namespace) -> int:
+    from dbp_control.core.data.recover import recover_bag
+
+    report = recover_bag(args.damaged, args.out, distro=args.distro, storage=args.storage, compress=args.compress)
+    print(f"recovered {report.messages} messages into {report.out} "
+          f"({', '.join(f'{t}: {n}' for t, n in sorted(report.topics.items()))}); "
+          f"{report.truncated_bytes} unreadable bytes at the end were left behind")
+    return 0
+
+
 def _zenoh_router(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -451,6 +461,18 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--distro", choices=("humble", "jazzy"), default="humble")
     la.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     la.set_defaults(func=_launch)
+
+    bag_cmd = commands.add_parser("bag", help="rosbag2 helpers")
+    bags = bag_cmd.add_subparsers(dest="bag", required=True, metavar="BAG")
+    rc = bags.add_parser("recover", help="recover an MCAP bag whose writer was killed (no footer, no metadata.yaml)",
+                         description="Reads the complete records of a killed recording and writes them into a new, "
+                         "readable bag; the damaged one is left as it is.")
+    rc.add_argument("damaged", type=Path, help="the bag folder (or its .mcap file)")
+    rc.add_argument("out", type=Path, help="the new bag folder")
+    rc.add_argument("--distro", choices=("humble", "jazzy"), default="humble")
+    rc.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    rc.add_argument("--compress", action="store_true", help="per-message zstd in the new bag")
+    rc.set_defaults(func=_bag_recover)
 
     zenoh_cmd = commands.add_parser("zenoh", help="Zenoh helpers")
     zenohs = zenoh_cmd.add_subparsers(dest="zenoh", required=True, metavar="ZENOH")
