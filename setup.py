@@ -47,7 +47,7 @@ setup(
     entry_points={"console_scripts": [
         "dbp = dbp_control.cli.main:main",
         # the graph's nodes, named as config/graph.yaml and the launch files name them
-        *(f"{node} = dbp_control.nodes.entry:main" for node in ("sim_robot", "policy", "dual_arm_command")),
+        *(f"{node} = dbp_control.nodes.entry:main" for node in ("sim_robot", "policy", "dual_arm_command", "recorder")),
     ]},
     zip_safe=True,
 )

@@ -60,6 +60,9 @@ CHANNELS: dict[str, Channel] = {
     "enable": Channel("/dbp/enable", "std_msgs/msg/Bool", Qos.RELIABLE, 0.0),
     "command_status": Channel("/dbp/command_status", "std_msgs/msg/String", Qos.RELIABLE, 10.0),
     "policy_status": Channel("/dbp/policy_status", "std_msgs/msg/String", Qos.RELIABLE, 10.0),
+    # recording: "start" (optionally followed by a JSON description), "stop", "discard", "success", "failure"
+    "episode_control": Channel("/dbp/episode_control", "std_msgs/msg/String", Qos.RELIABLE, 0.0),
+    "recorder_status": Channel("/dbp/recorder_status", "std_msgs/msg/String", Qos.RELIABLE, 2.0),
     # the simulated robot's episode control: a seed on sim_reset starts an episode; sim_status is JSON
     "sim_reset": Channel("/sim/reset", "std_msgs/msg/Int64", Qos.RELIABLE, 0.0, sim_only=True),
     "sim_status": Channel("/sim/status", "std_msgs/msg/String", Qos.RELIABLE, 10.0, sim_only=True),

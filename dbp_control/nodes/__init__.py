@@ -9,6 +9,7 @@ NODE_CLASSES = {
     "sim_robot": "dbp_control.nodes.sim_robot:SimRobot",
     "policy": "dbp_control.nodes.policy:PolicyNode",
     "dual_arm_command": "dbp_control.nodes.command:DualArmCommand",
+    "recorder": "dbp_control.nodes.recorder:Recorder",
 }
 
 

@@ -1,0 +1,110 @@
+"""Episode recording: the core recorder, and the recorder node as a process over Zenoh (SIGKILL included)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from dbp_control.core.channels import CHANNELS
+from dbp_control.core.data.bags import BagError, float64_array_msg, read_bag, read_episode_info, typestore
+from dbp_control.core.data.recorder import EpisodeRecorder, RecorderError
+from dbp_control.core.data.recover import recover_bag
+from dbp_control.middleware.zenoh_backend import ZenohNode, open_router
+
+TOPICS = {"/count": "std_msgs/msg/Float64MultiArray"}
+
+
+def test_episodes_start_stop_discard_and_carry_their_outcome(tmp_path):
+    recorder = EpisodeRecorder(tmp_path, TOPICS)
+    assert not recorder.write("/count", 0, float64_array_msg("humble", np.zeros(1)))  # idle: nothing recorded
+    with pytest.raises(RecorderError, match="no episode"):
+        recorder.stop()
+    first = recorder.start({"task": "lift", "operator": "ada"})
+    with pytest.raises(RecorderError, match="already recording"):
+        recorder.start({"task": "lift"})
+    for k in range(10):
+        assert recorder.write("/count", k, float64_array_msg("humble", np.array([k], float)))
+    recorder.mark_success(True)
+    recorder.stop()
+    second = recorder.start({"task": "lift"})
+    recorder.write("/count", 99, float64_array_msg("humble", np.zeros(1)))
+    recorder.discard()
+    recorder.flush()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [first]
+    assert [m.msg.data[0] for m in read_bag(tmp_path / first, topics=["/count"])] == list(range(10))
+    assert read_episode_info(tmp_path / first) == {"task": "lift", "operator": "ada", "success": True}
+    assert not (tmp_path / ".recording" / second).exists() and recorder.stats.discarded == 1
+
+
+def test_a_slow_disk_drops_messages_instead_of_blocking(tmp_path, monkeypatch):
+    from dbp_control.core.data.bags import EpisodeBagWriter
+
+    real = EpisodeBagWriter.write
+    monkeypatch.setattr(EpisodeBagWriter, "write", lambda self, *a: (time.sleep(0.05), real(self, *a)))
+    recorder = EpisodeRecorder(tmp_path, TOPICS, queue_size=5)
+    recorder.start({"task": "lift"})
+    start = time.perf_counter()
+    accepted = sum(recorder.write("/count", k, float64_array_msg("humble", np.zeros(1))) for k in range(100))
+    assert time.perf_counter() - start < 0.5  # 100 writes did not wait for a 50 ms-per-message disk
+    assert recorder.stats.dropped == 100 - accepted > 0
+
+
+def free_endpoint():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp/127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_the_recorder_node_records_every_topic_and_survives_sigkill(tmp_path):
+    endpoint = free_endpoint()
+    router = open_router(endpoint)
+    cli = [sys.executable, "-m", "dbp_control.cli.main", "node"]
+    sim = subprocess.Popen(cli + ["sim_robot", "--endpoint", endpoint, "--set", "image_height=48",
+                                  "--set", "image_width=64"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    recorder = subprocess.Popen(cli + ["recorder", "--endpoint", endpoint, "--set", f"out_dir={tmp_path}",
+                                       "--set", "object_poses=true"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+    client = ZenohNode("recorder_test", endpoint=endpoint)
+    control = client.publisher(CHANNELS["episode_control"])
+    arm = client.publisher(CHANNELS["left_arm_command"])
+    string = typestore("humble").types["std_msgs/msg/String"]
+    try:
+        time.sleep(4.0)  # processes up and discovered
+        control.publish(string(data='start {"task": "lift", "note": "e2e"}'))
+        for _ in range(100):  # two seconds of commands, as the command node would send
+            arm.publish(float64_array_msg("humble", np.zeros(7)))
+            time.sleep(0.02)
+        control.publish(string(data="success"))
+        control.publish(string(data="stop"))
+        time.sleep(2.0)
+        bags = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+        assert len(bags) == 1, recorder.stdout
+        topics = {m.topic for m in read_bag(bags[0])}
+        expected = {CHANNELS[n].topic for n in ("joint_states", "left_arm_command", "object_poses", "head_image",
+                                                "head_camera_info", "left_wrist_image", "right_wrist_image")}
+        assert expected <= topics
+        info = read_episode_info(bags[0])
+        assert info["success"] is True and info["note"] == "e2e"
+        control.publish(string(data="start"))
+        time.sleep(3.0)
+        os.kill(recorder.pid, signal.SIGKILL)
+        recorder.wait(timeout=10)
+        killed = next((tmp_path / ".recording").iterdir())
+        with pytest.raises(BagError):
+            list(read_bag(killed))
+        report = recover_bag(killed, tmp_path / "recovered")
+        assert {CHANNELS["joint_states"].topic, CHANNELS["head_image"].topic} <= set(report.topics)
+        assert report.topics[CHANNELS["joint_states"].topic] > 50
+    finally:
+        for process in (sim, recorder):
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=20)
+        client.shutdown()
+        router.close()
