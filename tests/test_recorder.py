@@ -1,6 +1,5 @@
 """Episode recording: the core recorder, and the recorder node as a process over Zenoh (SIGKILL included)."""
 
-import json
 import os
 import signal
 import socket
