@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 # cpu: onnxruntime; on the robot use EXTRAS=robot,test (onnxruntime-gpu + pyrealsense2). Never both.
-# metaworld: the optional second benchmark family, installed here so its tests run.
-EXTRAS ?= cpu,test,metaworld
+# metaworld: the optional second benchmark family; realsense: pyrealsense2 (needs apt libusb-1.0-0);
+# both installed here so their tests run.
+EXTRAS ?= cpu,test,metaworld,realsense
 comma := ,
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)-$(subst $(comma),-,$(EXTRAS))
 

@@ -41,13 +41,14 @@ setup(
     extras_require={
         "cpu": ["onnxruntime"],  # never together with onnxruntime-gpu: they share the module name
         "robot": ["onnxruntime-gpu", "pyrealsense2"],
+        "realsense": ["pyrealsense2"],  # needs libusb-1.0-0 (apt) to import
         "test": ["pytest", "colcon-core", "colcon-ros", "colcon-python-setup-py"],
         "metaworld": ["metaworld==3.1.1"],  # a second benchmark family; pins mujoco 3.3.0 like this package
     },
     entry_points={"console_scripts": [
         "dbp = dbp_control.cli.main:main",
         # the graph's nodes, named as config/graph.yaml and the launch files name them
-        *(f"{node} = dbp_control.nodes.entry:main" for node in ("sim_robot", "policy", "dual_arm_command", "recorder")),
+        *(f"{node} = dbp_control.nodes.entry:main" for node in ("sim_robot", "policy", "dual_arm_command", "recorder", "camera")),
     ]},
     zip_safe=True,
 )

@@ -13,6 +13,7 @@ from dbp_control.core.paths import CONFIG_DIR
 from dbp_control.core.data.bags import BagError
 from dbp_control.core.training.checkpoint import CheckpointError
 from dbp_control.middleware.port import PortError
+from dbp_control.nodes.camera import CameraError
 
 
 def _positive_int(text: str) -> int:
@@ -581,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     # bad input: a message, no traceback (DatasetError is a ValueError)
     except (ValueError, KeyError, CheckpointError, BagError, PortError, FloatingPointError, OSError,
-            ImportError) as exc:  # EngineError, ExportError and DatasetError are ValueErrors
+            ImportError, CameraError) as exc:  # EngineError, ExportError and DatasetError are ValueErrors
         print(f"dbp {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

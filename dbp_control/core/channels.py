@@ -45,6 +45,11 @@ CHANNELS: dict[str, Channel] = {
                                 camera_frame(cam))
         for cam in CAMERAS
     },
+    **{  # optional: depth aligned to the colour image (16UC1, millimetres)
+        f"{cam}_depth": Channel(f"/{cam}_camera/aligned_depth_to_color/image_raw", "sensor_msgs/msg/Image",
+                                Qos.SENSOR_DATA, 30.0, camera_frame(cam))
+        for cam in CAMERAS
+    },
     **{
         f"{cam}_camera_info": Channel(f"/{cam}_camera/color/camera_info", "sensor_msgs/msg/CameraInfo",
                                       Qos.SENSOR_DATA, 30.0, camera_frame(cam))

@@ -75,6 +75,8 @@ def resolve_parameters(defaults: Mapping[str, Any], given: Mapping[str, Any], no
         expected = type(defaults[name])
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        elif expected is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # a serial number such as 123456 given on the command line is still a string
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise PortError(f"node {node_name!r}: parameter {name!r} must be {expected.__name__}, got {value!r}")
         values[name] = value

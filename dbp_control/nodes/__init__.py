@@ -10,6 +10,7 @@ NODE_CLASSES = {
     "policy": "dbp_control.nodes.policy:PolicyNode",
     "dual_arm_command": "dbp_control.nodes.command:DualArmCommand",
     "recorder": "dbp_control.nodes.recorder:Recorder",
+    "camera": "dbp_control.nodes.camera:RealSenseCamera",
 }
 
 
