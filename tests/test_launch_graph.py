@@ -25,7 +25,7 @@ def test_every_mode_names_existing_nodes_executables_and_parameter_files():
     setup = (ROOT / "setup.py").read_text()
     for mode in graph["modes"]:
         for node in mode_nodes(mode):
-            assert node.name in NODE_CLASSES
+            assert node.executable in NODE_CLASSES
             assert re.search(rf'"{node.executable}"', setup), f"{node.executable} is not a console script"
             assert all(p.is_file() for p in node.parameter_files)
 
@@ -34,8 +34,10 @@ def test_every_parameter_in_the_config_files_is_declared_with_its_type():
     for path in [*(ROOT / "config").glob("*.yaml"), *(ROOT / "config" / "modes").glob("*.yaml")]:
         if path.name == "graph.yaml":
             continue
+        executable = path.stem if path.parent.name == "config" else None
         for node, section in yaml.safe_load(path.read_text()).items():
-            defaults = node_defaults(node)
+            kind = executable or load_graph()["nodes"][node]["executable"]  # mode files name node instances
+            defaults = node_defaults(kind)
             for name, value in section["ros__parameters"].items():
                 assert name in defaults, f"{path.name}: {node} declares no parameter {name!r}"
                 expected = type(defaults[name])
@@ -48,7 +50,7 @@ def test_launch_files_build_their_nodes_from_a_mode_of_the_graph():
     assert [f.name for f in files] == [f"{mode}.launch.py" for mode in sorted(graph["modes"])]
     for path in files:
         tree = ast.parse(path.read_text())
-        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "mode_nodes"]
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "launch_description"]
         assert calls and calls[0].args[0].value == path.name.removesuffix(".launch.py")
         assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
 
@@ -56,3 +58,10 @@ def test_launch_files_build_their_nodes_from_a_mode_of_the_graph():
 def test_a_bad_mode_is_named():
     with pytest.raises(GraphError, match="unknown mode 'dance'"):
         mode_nodes("dance")
+
+
+def test_the_launch_helper_builds_nodes_from_the_graph():
+    source = (ROOT / "dbp_control" / "nodes" / "ros_launch.py").read_text()
+    assert "mode_nodes(mode, config)" in source and "executable=node.executable, name=node.name" in source
+    robot = {n.name: n for n in mode_nodes("robot")}
+    assert robot["head_camera"].executable == "camera" and robot["head_camera"].parameter_files[0].name == "camera.yaml"

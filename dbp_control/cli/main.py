@@ -295,10 +295,10 @@ def _node(args: argparse.Namespace) -> int:
     from dbp_control.nodes import node_class
     from dbp_control.nodes.runner import parse_overrides, run_node
 
-    cls = node_class(args.name)
-    default = CONFIG_DIR / f"{args.name}.yaml"
+    cls = node_class(args.executable)
+    default = CONFIG_DIR / f"{args.executable}.yaml"
     params = args.params if args.params else [default] if default.exists() else []
-    run_node(args.name, cls, parameters_files=params, overrides=parse_overrides(args.set), endpoint=args.endpoint,
+    run_node(args.name or args.executable, cls, parameters_files=params, overrides=parse_overrides(args.set), endpoint=args.endpoint,
              distro=args.distro, duration_s=args.duration)
     return 0
 
@@ -449,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     node_cmd = commands.add_parser("node", help="run one node of the graph over Zenoh",
                                    description="Runs one node (its parameters from config/<name>.yaml unless --params) "
                                    "as a process on the robot's topics over Zenoh.")
-    node_cmd.add_argument("name", choices=sorted(NODE_CLASSES))
+    node_cmd.add_argument("executable", choices=sorted(NODE_CLASSES), help="which node")
+    node_cmd.add_argument("--name", default=None, help="the node's name (default: the executable's), e.g. head_camera")
     _add_node_options(node_cmd, "config/<name>.yaml")
     node_cmd.set_defaults(func=_node)
 

@@ -41,6 +41,7 @@ def mode_nodes(mode: str, config_dir: Path = CONFIG_DIR) -> list[NodeLaunch]:
     for name in spec["nodes"]:
         if name not in graph["nodes"]:
             raise GraphError(f"mode {mode!r} runs node {name!r}, which graph.yaml does not define")
-        own = config_dir / f"{name}.yaml"
-        out.append(NodeLaunch(name, graph["nodes"][name]["executable"], tuple(([own] if own.is_file() else []) + extra)))
+        executable = graph["nodes"][name]["executable"]
+        own = config_dir / f"{executable}.yaml"
+        out.append(NodeLaunch(name, executable, tuple(([own] if own.is_file() else []) + extra)))
     return out

@@ -30,8 +30,8 @@ def launch(mode: str, *, endpoint: str = DEFAULT_ENDPOINT, overrides: Mapping[st
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for node in nodes:
-            cmd = [sys.executable, "-m", "dbp_control.cli.main", "node", node.name, "--endpoint", endpoint,
-                   "--distro", distro]
+            cmd = [sys.executable, "-m", "dbp_control.cli.main", "node", node.executable, "--name", node.name,
+                   "--endpoint", endpoint, "--distro", distro]
             for path in node.parameter_files:
                 cmd += ["--params", str(path)]
             for pair in (overrides or {}).get(node.name, []):
