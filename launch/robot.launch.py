@@ -1,4 +1,4 @@
-"""ros2 launch dbp_control robot.launch.py: the real robot (UR drivers running) driven by the policy, with three RealSense cameras.
+"""ros2 launch dbp_control robot.launch.py: the real robot (UR drivers running) driven by the policy, three cameras.
 
 The nodes and their parameter files are mode 'robot' of config/graph.yaml, which `dbp launch robot` reads too."""
 

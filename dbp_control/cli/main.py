@@ -298,8 +298,8 @@ def _node(args: argparse.Namespace) -> int:
     cls = node_class(args.executable)
     default = CONFIG_DIR / f"{args.executable}.yaml"
     params = args.params if args.params else [default] if default.exists() else []
-    run_node(args.name or args.executable, cls, parameters_files=params, overrides=parse_overrides(args.set), endpoint=args.endpoint,
-             distro=args.distro, duration_s=args.duration)
+    run_node(args.name or args.executable, cls, parameters_files=params, overrides=parse_overrides(args.set),
+             endpoint=args.endpoint, distro=args.distro, duration_s=args.duration)
     return 0
 
 
