@@ -83,3 +83,61 @@ def test_the_default_policy_lifts_the_cube_through_the_graph_and_the_watchdog_ho
     enable = probe.publisher(CHANNELS["enable"])
     enable.publish(typestore("humble").types["std_msgs/msg/Bool"](data=False))
     assert wait_for(lambda: seen["status"][-1]["reason"] == "disabled", 5), seen["status"][-1]
+
+
+def test_faults_kill_the_policy_bad_chunks_and_bad_images(tmp_path):
+    """Nodes started one by one (the launcher would stop them all when one dies)."""
+    from dbp_control.core.data.bags import header
+    from dbp_control.middleware.zenoh_backend import open_router
+
+    endpoint = free_endpoint()
+    router = open_router(endpoint)
+    cli = [sys.executable, "-m", "dbp_control.cli.main", "node"]
+    params = ["--params", "config/policy.yaml", "--params", "config/modes/sim.yaml"]
+    processes = {
+        "sim_robot": subprocess.Popen(cli + ["sim_robot", "--endpoint", endpoint, "--set", "image_height=48",
+                                             "--set", "image_width=64", "--set", "seed=100004"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        "command": subprocess.Popen(cli + ["dual_arm_command", "--endpoint", endpoint], stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True),
+        "policy": subprocess.Popen(cli + ["policy", "--endpoint", endpoint, *params], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True),
+    }
+    probe = ZenohNode("fault_probe", endpoint=endpoint)
+    status, policy_status = [], []
+    probe.subscribe(CHANNELS["command_status"], lambda m: status.append((time.monotonic(), json.loads(m.data))))
+    probe.subscribe(CHANNELS["policy_status"], lambda m: policy_status.append(json.loads(m.data)))
+    threading.Thread(target=probe.spin, daemon=True).start()
+    types = typestore("humble").types
+    try:
+        assert wait_for(lambda: status and status[-1][1]["chunks_accepted"] > 50, 60), status[-1:]
+        # malformed chunks: NaN, and the wrong joints; the loop goes on
+        chunks = probe.publisher(CHANNELS["action_chunk"])
+        point = types["trajectory_msgs/msg/JointTrajectoryPoint"]
+        duration = types["builtin_interfaces/msg/Duration"]
+        empty = np.zeros(0)
+
+        def chunk(values, names):
+            return types["trajectory_msgs/msg/JointTrajectory"](
+                header=header("humble", time.time_ns(), "world"), joint_names=names,
+                points=[point(positions=values, velocities=empty, accelerations=empty, effort=empty,
+                              time_from_start=duration(sec=0, nanosec=k * 100_000_000)) for k in range(4)])
+
+        chunks.publish(chunk(np.full(14, np.nan), JOINTS))
+        chunks.publish(chunk(np.zeros(7), JOINTS[:7]))
+        assert wait_for(lambda: status[-1][1]["chunks_rejected"] >= 2, 5), status[-1]
+        time.sleep(0.5)
+        assert processes["policy"].poll() is None and processes["command"].poll() is None
+        # the policy process dies: the command node holds within one watchdog period (0.2 s) + one status period
+        processes["policy"].kill()
+        killed = time.monotonic()
+        assert wait_for(lambda: status[-1][1]["holding"] and status[-1][1]["reason"] == "actions stale", 5)
+        held_at = next(t for t, s in status if t > killed and s["reason"] == "actions stale")
+        assert held_at - killed < 0.2 + 0.1 + 0.15  # watchdog, status period, delivery
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=20)
+        probe.shutdown()
+        router.close()

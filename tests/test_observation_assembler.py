@@ -62,3 +62,22 @@ def test_history_picks_observations_a_training_step_apart():
     early = ObservationHistory(n_obs_steps=3, step_s=0.1)
     early.push(assembler.observation(300 * MS))
     assert [o.stamp_ns // MS for o in early.window()] == [290, 290, 290]  # padded like the training windows
+
+
+def test_frames_of_another_encoding_or_size_are_rejected_with_the_reason():
+    from dbp_control.core.data.bags import image_msg
+    from dbp_control.core.observation.images import ImageError, decode_image
+
+    rgb = np.arange(48 * 64 * 3, dtype=np.uint8).reshape(48, 64, 3)
+    msg = image_msg("humble", 0, "head", rgb)
+    np.testing.assert_array_equal(decode_image(msg), rgb)
+    msg.encoding = "bgr8"
+    np.testing.assert_array_equal(decode_image(msg), rgb[..., ::-1])
+    with pytest.raises(ImageError, match="is 48x64, expected 96x96"):
+        decode_image(msg, expected_size=(96, 96))
+    msg.encoding = "16UC1"
+    with pytest.raises(ImageError, match="encoding '16UC1' is not supported"):
+        decode_image(msg)
+    msg.encoding, msg.step = "rgb8", 10
+    with pytest.raises(ImageError, match="does not match"):
+        decode_image(msg)
