@@ -144,3 +144,10 @@ def test_a_chunk_is_followed_for_its_committed_steps_before_a_newer_one_takes_ov
         if k < 8:  # committed to the first chunk for 8 steps of 10 ms
             np.testing.assert_allclose(command, np.full(14, 0.001 * k))
     assert command[0] > 0.008 + 1e-9  # from 80 ms on, the newest chunk (0.5) is followed, velocity-limited
+
+
+def test_an_extra_tick_between_regular_ones_cannot_exceed_the_velocity_limit(controller):
+    controller.on_chunk(np.full((16, 14), 1.0), stamp_ns=0, step_s=0.01, now_ns=0)
+    first = controller.tick(0)
+    second = controller.tick(2 * MS)  # 2 ms later: at most 2 ms worth of motion
+    assert (np.abs(second - first) <= controller.safety.limits.max_velocity * 0.002 + 1e-12).all()

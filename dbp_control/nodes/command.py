@@ -53,8 +53,6 @@ class DualArmCommand:
         self.arms = {side: node.publisher(CHANNELS[f"{side}_arm_command"]) for side in SIDES}
         self.status_publisher = node.publisher(CHANNELS["command_status"])
         self._joint_order: list[int] | None = None
-        self.latency_ms: list[float] = []  # observation stamp -> command sent, per accepted chunk's first command
-        self._pending_stamp: int | None = None
         node.subscribe(CHANNELS["joint_states"], self.on_joint_state)
         node.subscribe(CHANNELS["action_chunk"], self.on_chunk)
         node.subscribe(CHANNELS["emergency_stop"], lambda msg: msg.data and self.emergency_stop())
@@ -84,11 +82,12 @@ class DualArmCommand:
             self.controller.status.last_rejection = str(exc)
             self.node.logger.warning("rejected chunk: %s", exc)
             return
-        reason = self.controller.on_chunk(actions, stamp_ns_of(msg), step, self.node.now_ns())
+        now = self.node.now_ns()
+        reason = self.controller.on_chunk(actions, stamp_ns_of(msg), step, now)
         if reason is not None:
             self.node.logger.warning("rejected chunk: %s", reason)
-        else:
-            self._pending_stamp = stamp_ns_of(msg)
+        elif self.controller.wants_newest(now):
+            self.tick()  # act on a plan that is due now instead of waiting up to a command period
 
     def tick(self) -> None:
         now = self.node.now_ns()
@@ -97,19 +96,17 @@ class DualArmCommand:
             return
         for i, side in enumerate(SIDES):
             self.arms[side].publish(float64_array_msg(self.node.distro, command[7 * i : 7 * i + 7]))
-        if self._pending_stamp is not None and not self.controller.status.holding:
-            self.latency_ms.append((self.node.now_ns() - self._pending_stamp) / 1e6)
-            self._pending_stamp = None
 
     def status(self) -> dict[str, Any]:
         s, report = self.controller.status, self.controller.safety.report
-        recent = self.latency_ms[-200:]
+        recent = np.asarray(self.controller.switch_latencies_ns[-200:]) / 1e6  # observation stamp -> its first command
         return {"holding": s.holding, "reason": s.reason, "enabled": self.controller.enabled,
                 "estopped": self.controller.estopped, "chunks_accepted": s.chunks_accepted,
                 "chunks_rejected": s.chunks_rejected, "last_rejection": s.last_rejection, "holds": s.holds,
                 "clamped_position": report.clamped_position, "limited_velocity": report.limited_velocity,
-                "obs_to_command_ms_p50": float(np.percentile(recent, 50)) if recent else None,
-                "obs_to_command_ms_p99": float(np.percentile(recent, 99)) if recent else None}
+                "obs_to_command_ms_p50": float(np.percentile(recent, 50)) if len(recent) else None,
+                "obs_to_command_ms_p99": float(np.percentile(recent, 99)) if len(recent) else None,
+                "obs_to_command_ms_max": float(recent.max()) if len(recent) else None}
 
     def publish_status(self) -> None:
         self.status_publisher.publish(self.types["std_msgs/msg/String"](data=json.dumps(self.status())))

@@ -69,10 +69,12 @@ class CommandController:
         self._previous_chunk: TimedChunk | None = None  # blended out
         self._newest: TimedChunk | None = None  # the latest received, waiting for the commitment to end
         self._followed_since = 0
+        self.switch_latencies_ns: list[int] = []  # per chunk taken over: that tick's time - its observation stamp
         self._joints: np.ndarray | None = None
         self._joints_ns = 0
         self._command: np.ndarray | None = None  # the last command sent
         self._hold: np.ndarray | None = None
+        self._last_tick_ns: int | None = None
 
     # -- inputs ------------------------------------------------------------------------------------
     def on_joint_state(self, positions: np.ndarray, now_ns: int) -> None:
@@ -111,6 +113,16 @@ class CommandController:
             and current.at(now_ns) is not None
         if not committed:
             self._previous_chunk, self._chunk, self._followed_since = current, self._newest, now_ns
+            self.switch_latencies_ns.append(now_ns - self._newest.stamp_ns)
+            del self.switch_latencies_ns[:-1000]
+
+    def wants_newest(self, now_ns: int) -> bool:
+        """Whether a tick now would take over the newest chunk (so the caller can tick at once)."""
+        current = self._chunk
+        if self._newest is None or self._newest is current:
+            return False
+        return current is None or now_ns - self._followed_since >= self.commit_steps * current.step_ns \
+            or current.at(now_ns) is None
 
     def set_enabled(self, enabled: bool) -> None:
         """Enabling also clears an emergency stop; the arms then follow only chunks that arrive afterwards."""
@@ -148,7 +160,10 @@ class CommandController:
         return target, ""
 
     def tick(self, now_ns: int) -> np.ndarray | None:
-        """The command for this tick (None only before the first joint state: nothing to hold)."""
+        """The command for this tick (None only before the first joint state: nothing to hold). Ticks may
+        come between the regular ones (a chunk due at once); velocity limits use the time since the last."""
+        dt_s = None if self._last_tick_ns is None else (now_ns - self._last_tick_ns) / NS
+        self._last_tick_ns = now_ns
         target, reason = self._target(now_ns)
         if target is None:
             self.status.holding, self.status.reason = True, reason
@@ -161,6 +176,6 @@ class CommandController:
             return self._command.copy()
         self._hold = None
         previous = self._command if self._command is not None else self._joints
-        self._command, rejection = self.safety.apply(target, previous)
+        self._command, rejection = self.safety.apply(target, previous, dt_s)
         self.status.holding, self.status.reason = rejection is not None, rejection or ""
         return self._command.copy()

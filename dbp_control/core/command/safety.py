@@ -68,11 +68,13 @@ class SafetyFilter:
         if not rate_hz > 0:
             raise ValueError(f"command rate must be positive, got {rate_hz}")
         self.limits = limits
-        self.max_step = limits.max_velocity / rate_hz
+        self.period_s = 1.0 / rate_hz
         self.report = SafetyReport()
 
-    def apply(self, target: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, str | None]:
-        """The command to send after `previous` (itself safe); the reason when `target` was rejected."""
+    def apply(self, target: np.ndarray, previous: np.ndarray, dt_s: float | None = None) -> tuple[np.ndarray, str | None]:
+        """The command to send `dt_s` (at most one command period) after `previous` (itself safe); the
+        reason when `target` was rejected."""
+        max_step = self.limits.max_velocity * min(self.period_s if dt_s is None else max(dt_s, 0.0), self.period_s)
         target = np.asarray(target, dtype=np.float64)
         if target.shape != previous.shape:
             self.report.rejected += 1
@@ -82,6 +84,6 @@ class SafetyFilter:
             return previous.copy(), "target contains NaN or inf"
         clipped = np.clip(target, self.limits.lower, self.limits.upper)
         self.report.clamped_position += int(not np.array_equal(clipped, target))
-        step = np.clip(clipped - previous, -self.max_step, self.max_step)
+        step = np.clip(clipped - previous, -max_step, max_step)
         self.report.limited_velocity += int(not np.array_equal(step, clipped - previous))
         return previous + step, None
