@@ -66,6 +66,13 @@ def _bench_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_graph(args: argparse.Namespace) -> int:
+    from dbp_control.nodes.bench_graph import format_graph_table, run_graph_benchmark
+
+    print(format_graph_table(run_graph_benchmark(args.out, seconds=args.seconds, warmup_s=args.warmup)))
+    return 0
+
+
 def _image_size(text: str) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in text.lower().split("x"))
@@ -401,6 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--threads", type=_positive_int, default=pb_defaults.threads, help="ONNX Runtime threads")
     pb.add_argument("--quiet", action="store_true", help="no progress bars")
     pb.set_defaults(func=_bench_policy)
+    bg = benches.add_parser(
+        "graph", help="the full node graph over Zenoh with three 640x480 cameras: rate, latency, CPU per node",
+        description="Starts the simulated robot (three 640x480 cameras at 30 Hz), the policy node with a "
+        "three-camera DBP image policy and the command node as processes over Zenoh, then prints the sustained "
+        "control rate, observation-to-command latency (p50, p99, max) and CPU per node.")
+    bg.add_argument("--out", type=Path, default=Path("outputs/bench_graph"), help="where the benchmark's model goes")
+    bg.add_argument("--seconds", type=float, default=20.0, help="measured window")
+    bg.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring")
+    bg.set_defaults(func=_bench_graph)
 
     sim = commands.add_parser("sim", help="the simulated dual-arm robot")
     sims = sim.add_subparsers(dest="sim", required=True, metavar="SIM")

@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "physics_hz": 500.0,
     "real_time_factor": 1.0,
     "cameras": True,  # False: no rendering (state-only runs)
+    "render": True,  # False: each camera's first frame of an episode is republished (benchmarks of the graph
+    # itself, where software rendering of three large frames would take the CPU the other nodes need)
 }
 
 
@@ -69,6 +71,7 @@ class SimRobot:
         self.task.reset(self.sim, seed)
         self.seed = seed
         self.succeeded = False
+        self._frames: dict[str, np.ndarray] = {}
         self.targets = self.sim.joint_state().position.copy()
         self.sim.set_targets(self.targets)
         self.start_ns = self.node.now_ns()
@@ -114,7 +117,9 @@ class SimRobot:
         for cam in CAMERAS:
             stamp = self.node.now_ns()
             image, info = CHANNELS[f"{cam}_image"], CHANNELS[f"{cam}_camera_info"]
-            self._publishers[f"{cam}_image"].publish(image_msg(self.distro, stamp, image.frame_id, self.sim.render(cam)))
+            if self.params["render"] or cam not in self._frames:
+                self._frames[cam] = self.sim.render(cam)
+            self._publishers[f"{cam}_image"].publish(image_msg(self.distro, stamp, image.frame_id, self._frames[cam]))
             self._publishers[f"{cam}_camera_info"].publish(
                 camera_info_msg(self.distro, stamp, info.frame_id, self.sim.intrinsics[cam]))
 
