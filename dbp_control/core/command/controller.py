@@ -128,6 +128,7 @@ class CommandController:
         """Enabling also clears an emergency stop; the arms then follow only chunks that arrive afterwards."""
         if enabled and not self.enabled:
             self._chunk = self._previous_chunk = self._newest = None
+            self._command = self._hold = None  # start again from the measured position, wherever the arm is now
             self.estopped = False
         self.enabled = enabled
 
