@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.data.bags import read_bag, typestore
