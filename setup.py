@@ -8,9 +8,11 @@ PACKAGE = "dbp_control"
 HERE = Path(__file__).parent
 
 
-def share(folder: str) -> tuple[str, list[str]]:
-    """Every file directly in `folder`, installed to share/dbp_control/<folder>."""
-    return (f"share/{PACKAGE}/{folder}", sorted(str(p.relative_to(HERE)) for p in (HERE / folder).glob("*") if p.is_file()))
+def share(folder: str) -> list[tuple[str, list[str]]]:
+    """Every file under `folder`, installed to share/dbp_control/<folder> with its subfolders."""
+    folders = [HERE / folder, *sorted(p for p in (HERE / folder).rglob("*") if p.is_dir())]
+    return [(f"share/{PACKAGE}/{d.relative_to(HERE)}", sorted(str(f.relative_to(HERE)) for f in d.iterdir() if f.is_file()))
+            for d in folders]
 
 
 setup(
@@ -23,11 +25,10 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        share("launch"),
-        share("config"),
-        share("config/modes"),
-        share("calibration"),
-        share("models"),
+        *share("launch"),
+        *share("config"),
+        *share("calibration"),
+        *share("models"),
     ],
     # torch is installed first, pinned, by the Makefile (a plain `torch` would pull a multi-GB CUDA build)
     install_requires=[

@@ -61,6 +61,11 @@ def test_colcon_build_installs_scripts_and_share_files(tmp_path):
     assert (share / "package.xml").is_file()
     for folder in ("launch", "config", "calibration", "models"):
         assert (share / folder / "README.md").is_file(), folder
+    for file in ("launch/sim.launch.py", "config/graph.yaml", "config/modes/sim.yaml", "calibration/joint_limits.yaml",
+                 "models/lift_dbp_state/policy.yaml", "models/lift_dbp_state/head.onnx"):
+        assert (share / file).is_file(), file  # subfolders are installed too
+    for node in ("sim_robot", "policy", "dual_arm_command", "recorder", "camera"):
+        assert os.access(prefix / "lib" / "dbp_control" / node, os.X_OK), node
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "dbp_control").is_file()
     # the installed entry point runs
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in (prefix / "lib").glob("python3*/site-packages"))}
