@@ -31,7 +31,9 @@ def graph():
         [sys.executable, "-m", "dbp_control.cli.main", "launch", "sim", "--endpoint", endpoint, "--duration", "60",
          "--set", "sim_robot.seed=100003", "--set", "sim_robot.cameras=false"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(1.0)  # the launcher's router is up before the probe connects
+    for line in process.stdout:  # the launcher hosts the router: it is up once the nodes are being started
+        if line.startswith("dbp launch sim:"):
+            break
     probe = ZenohNode("e2e_probe", endpoint=endpoint)
     seen: dict[str, list] = {"commands": [], "status": [], "sim": [], "policy": []}
     lock = threading.Lock()

@@ -127,3 +127,22 @@ def test_a_reset_starts_a_new_episode_with_the_given_seed(robot):
     time.sleep(0.1)
     objects_after = np.array([[p.position.x, p.position.y] for p in latest(received, lock, "object_poses").poses])
     assert not np.allclose(objects_before[0], objects_after[0])  # the cube was placed by the new seed
+
+
+def test_a_node_waits_for_a_late_router_and_names_a_missing_one():
+    import threading as th
+
+    endpoint = free_endpoint()
+    routers = []
+    late = th.Timer(1.0, lambda: routers.append(open_router(endpoint)))
+    late.start()
+    started = time.monotonic()
+    node = ZenohNode("late", endpoint=endpoint, connect_timeout_s=10)  # the router comes a second later
+    assert time.monotonic() - started >= 0.9
+    node.shutdown()
+    late.join()
+    routers[0].close()
+    from dbp_control.middleware.port import PortError
+
+    with pytest.raises(PortError, match="no Zenoh router reachable at .* within 1 s"):
+        ZenohNode("alone", endpoint=free_endpoint(), connect_timeout_s=1)

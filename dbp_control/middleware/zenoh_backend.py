@@ -54,14 +54,17 @@ def topic_key(topic: str, msg_type: str, distro: str, domain_id: int = 0) -> str
     return f"{domain_id}/{topic.lstrip('/')}/{dds_type_name(msg_type)}/{type_hash(msg_type, distro)}"
 
 
-def session_config(mode: str, connect: list[str], listen: str = "tcp/127.0.0.1:0") -> zenoh.Config:
+def session_config(mode: str, connect: list[str], listen: str = "tcp/127.0.0.1:0",
+                   connect_timeout_s: float = 30.0) -> zenoh.Config:
     config = zenoh.Config()
     config.insert_json5("mode", f'"{mode}"')
     config.insert_json5("scouting/multicast/enabled", "false")
     config.insert_json5("listen/endpoints", f'["{listen}"]')
     config.insert_json5("connect/endpoints", "[" + ",".join(f'"{e}"' for e in connect) + "]")
-    config.insert_json5("connect/timeout_ms", "0")  # start without the router; zenoh keeps trying
-    config.insert_json5("connect/exit_on_failure", "false")
+    if connect:  # wait for the router (nodes may start first), retrying, then fail with a clear error
+        config.insert_json5("connect/timeout_ms", str(int(connect_timeout_s * 1000)))
+        config.insert_json5("connect/exit_on_failure", "true")
+        config.insert_json5("connect/retry", '{"period_init_ms": 200, "period_max_ms": 1000, "period_increase_factor": 2}')
     return config
 
 
@@ -139,15 +142,16 @@ class _Subscription:
 class ZenohNode(Node):
     def __init__(self, name: str, *, endpoint: str | None = None, distro: str = "humble",
                  parameters_files: Sequence[Path] = (), overrides: Mapping[str, Any] | None = None,
-                 domain_id: int | None = None) -> None:
+                 domain_id: int | None = None, connect_timeout_s: float = 30.0) -> None:
         super().__init__(name, distro)
         self.domain_id = int(os.environ.get("ROS_DOMAIN_ID", "0")) if domain_id is None else domain_id
         self.endpoint = endpoint or os.environ.get(ENDPOINT_ENV, DEFAULT_ENDPOINT)
         self._given = {**load_parameters(parameters_files, name), **(overrides or {})}
         try:
-            self.session = zenoh.open(session_config("peer", [self.endpoint]))
+            self.session = zenoh.open(session_config("peer", [self.endpoint], connect_timeout_s=connect_timeout_s))
         except zenoh.ZError as exc:
-            raise PortError(f"node {name!r}: cannot open a Zenoh session towards {self.endpoint}: {exc}") from exc
+            raise PortError(f"node {name!r}: no Zenoh router reachable at {self.endpoint} within {connect_timeout_s:g} s "
+                            "(start `dbp zenoh router`, rmw_zenoh's rmw_zenohd, or use `dbp launch`)") from exc
         self.executor = Executor()
         self.subscriptions: list[_Subscription] = []
 
