@@ -151,3 +151,14 @@ def test_an_extra_tick_between_regular_ones_cannot_exceed_the_velocity_limit(con
     first = controller.tick(0)
     second = controller.tick(2 * MS)  # 2 ms later: at most 2 ms worth of motion
     assert (np.abs(second - first) <= controller.safety.limits.max_velocity * 0.002 + 1e-12).all()
+
+
+def test_while_disabled_nothing_is_sent_and_enabling_starts_from_the_measured_position(controller):
+    controller.on_chunk(ramp(np.zeros(14), 0.001, 100), stamp_ns=0, step_s=0.01, now_ns=0)
+    controller.tick(10 * MS)
+    controller.set_enabled(False)
+    assert controller.tick(20 * MS) is None and controller.status.reason == "disabled"
+    controller.on_joint_state(np.full(14, 0.3), 30 * MS)  # the arm was moved (or the simulation reset)
+    controller.set_enabled(True)
+    controller.on_chunk(np.full((16, 14), 0.3), stamp_ns=40 * MS, step_s=0.01, now_ns=40 * MS)
+    np.testing.assert_allclose(controller.tick(40 * MS), np.full(14, 0.3))  # no jump back to the old command

@@ -24,7 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "blend_s": 0.05,  # a newer chunk takes over within this time
     "commit_steps": 8,  # chunk steps followed before switching to the newest chunk (the policy's n_action_steps)
     "joint_limits_file": "",  # empty: calibration/joint_limits.yaml of the package
-    "enabled": True,  # False: hold until true arrives on /dbp/enable
+    "enabled": True,  # False: send nothing until true arrives on /dbp/enable
 }
 
 

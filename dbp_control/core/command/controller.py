@@ -6,9 +6,10 @@ the policy was trained and evaluated with) before the newest chunk received take
 the older one over `blend_s`; `commit_steps=0` switches to every newer chunk at once. Replanning at the
 control rate from the measured state would otherwise only ever command a few milliseconds ahead of
 where a lagging arm is, and the arm would crawl.
-The arms hold position — the measured position when holding began — while disabled, after an
-emergency stop (latched until re-enabled), before the first joint state, and whenever the watchdog
-finds observations or actions older than its timeout, or the current chunk exhausted.
+The arms hold position — the measured position when holding began — after an emergency stop
+(latched until re-enabled) and whenever the watchdog finds observations or actions older than its
+timeout, or the current chunk exhausted. While disabled (or before the first joint state) no command is
+sent at all: the drivers keep their last one.
 """
 
 from __future__ import annotations
@@ -169,7 +170,10 @@ class CommandController:
         if target is None:
             self.status.holding, self.status.reason = True, reason
             self.status.holds[reason] = self.status.holds.get(reason, 0) + 1
-            if self._joints is None:
+            if self._joints is None or reason == "disabled":
+                # disabled: send nothing, so the drivers keep their last command and whoever enabled
+                # manual control (a teach pendant, a simulator reset) is not fought
+                self._hold = None
                 return None
             if self._hold is None:
                 self._hold = self._joints.copy()
