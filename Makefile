@@ -24,7 +24,7 @@ $(STAMP): setup.py setup.cfg package.xml
 	touch $@
 
 demo: $(STAMP)
-	$(VENV)/bin/dbp bench multimodal
+	$(VENV)/bin/dbp demo
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
