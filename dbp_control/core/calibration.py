@@ -7,9 +7,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from dbp_control.core.paths import CALIBRATION_DIR
+from dbp_control.core.yaml_files import load_mapping
 
 
 class CalibrationError(ValueError):
@@ -52,14 +52,7 @@ def _matrix(data: dict, field: str, shape: tuple[int, int], path: Path) -> np.nd
 
 def load_camera_intrinsics(camera: str, directory: Path = CALIBRATION_DIR) -> CameraIntrinsics:
     path = Path(directory) / f"{camera}_camera.yaml"
-    if not path.is_file():
-        raise CalibrationError(f"no calibration for camera {camera!r}: {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CalibrationError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise CalibrationError(f"{path}: expected a camera_calibration mapping")
+    data = load_mapping(path, CalibrationError, f"no calibration for camera {camera!r}: {path} does not exist")
     try:
         width, height = int(data["image_width"]), int(data["image_height"])
     except (KeyError, TypeError, ValueError) as exc:

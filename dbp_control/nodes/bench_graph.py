@@ -10,12 +10,7 @@ rendering, which a real robot's cameras do not need.
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +23,7 @@ from dbp_control.core.layout import CAMERAS, SIDES, joint_names
 from dbp_control.core.policies.base import make_policy
 from dbp_control.core.policies.dbp.modeling import DBPConfig
 from dbp_control.core.training.checkpoint import save_checkpoint
-from dbp_control.middleware.zenoh_backend import ZenohNode, open_router
+from dbp_control.nodes.processes import NodeProcesses
 
 JOINTS = [n for side in SIDES for n in joint_names(side)]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -76,44 +71,24 @@ def run_graph_benchmark(out_dir: Path, *, seconds: float = 20.0, warmup_s: float
                         image_size: tuple[int, int] = (480, 640)) -> GraphBenchResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     model = image_policy_model(out_dir)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        endpoint = f"tcp/127.0.0.1:{s.getsockname()[1]}"
-    router = open_router(endpoint)
-    node = [sys.executable, "-m", "dbp_control.cli.main", "node"]
-    processes = {
-        "sim_robot": subprocess.Popen(node + ["sim_robot", "--endpoint", endpoint, "--set", f"image_height={image_size[0]}",
-                                              "--set", f"image_width={image_size[1]}", "--set", "render=false"]),
-        "policy": subprocess.Popen(node + ["policy", "--endpoint", endpoint, "--set", f"model={model}"]),
-        "dual_arm_command": subprocess.Popen(node + ["dual_arm_command", "--endpoint", endpoint]),
-    }
-    probe = ZenohNode("bench_probe", endpoint=endpoint)
-    latest: dict[str, dict] = {}
-    image_bytes = [0]
-    probe.subscribe(CHANNELS["policy_status"], lambda m: latest.__setitem__("policy", json.loads(m.data)))
-    probe.subscribe(CHANNELS["command_status"], lambda m: latest.__setitem__("command", json.loads(m.data)))
-    probe.subscribe(CHANNELS["head_image"], lambda m: image_bytes.__setitem__(0, image_bytes[0] + len(m.data)))
-    threading.Thread(target=probe.spin, daemon=True).start()
-    try:
+    nodes = {"sim_robot": ["sim_robot", "--set", f"image_height={image_size[0]}", "--set", f"image_width={image_size[1]}",
+                           "--set", "render=false"],
+             "policy": ["policy", "--set", f"model={model}"], "dual_arm_command": ["dual_arm_command"]}
+    with NodeProcesses(nodes, {"policy": "policy_status", "command": "command_status"}) as graph:
+        image_bytes = [0]
+        graph.probe.subscribe(CHANNELS["head_image"], lambda m: image_bytes.__setitem__(0, image_bytes[0] + len(m.data)))
         time.sleep(warmup_s)
-        for name, process in processes.items():
-            if process.poll() is not None:
-                raise RuntimeError(f"node {name} exited with code {process.returncode} during warm-up")
+        graph.check_alive()
+        latest = graph.latest
         if "policy" not in latest or not latest["policy"]["ticks"]:
             raise RuntimeError("the policy published no chunk during warm-up")
-        start, cpu0 = time.monotonic(), {n: _cpu_seconds(p.pid) for n, p in processes.items()}
+        start = time.monotonic()
+        cpu0 = {n: _cpu_seconds(p.pid) for n, p in graph.processes.items()}
         p0, bytes0 = dict(latest["policy"]), image_bytes[0]
         time.sleep(seconds)
         elapsed = time.monotonic() - start
-        cpu = {n: 100 * (_cpu_seconds(p.pid) - cpu0[n]) / elapsed for n, p in processes.items()}
+        cpu = {n: 100 * (_cpu_seconds(p.pid) - cpu0[n]) / elapsed for n, p in graph.processes.items()}
         p1, c1 = latest["policy"], latest["command"]
-    finally:
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            process.wait(timeout=20)
-        probe.shutdown()
-        router.close()
     return GraphBenchResult(
         seconds=elapsed, control_hz=(p1["timer_ticks"] - p0["timer_ticks"]) / elapsed,
         chunks_per_s=(p1["ticks"] - p0["ticks"]) / elapsed,

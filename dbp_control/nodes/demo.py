@@ -6,10 +6,6 @@ latency; leaves one bag per episode and a plot."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +15,7 @@ from dbp_control.core.channels import CHANNELS
 from dbp_control.core.data.bags import read_bag, typestore
 from dbp_control.core.evaluation.closed_loop import TIME_LIMIT_S
 from dbp_control.core.paths import CONFIG_DIR
-from dbp_control.middleware.zenoh_backend import ZenohNode, open_router
+from dbp_control.nodes.processes import NodeProcesses
 
 
 @dataclass
@@ -29,48 +25,28 @@ class DemoEpisode:
     seconds: float  # simulated time to success, or the time limit
 
 
-def _free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp/127.0.0.1:{s.getsockname()[1]}"
-
-
 def run_demo(out_dir: Path, *, episodes: int = 5, first_seed: int = 100_000, task: str = "lift") -> dict:
     out_dir = Path(out_dir)
     bags = out_dir / "bags"
-    endpoint = _free_endpoint()
-    router = open_router(endpoint)
-    node = [sys.executable, "-m", "dbp_control.cli.main", "node"]
     sim_params = ["--params", str(CONFIG_DIR / "policy.yaml"), "--params", str(CONFIG_DIR / "modes" / "sim.yaml")]
-    processes = {
-        "sim_robot": subprocess.Popen(node + ["sim_robot", "--endpoint", endpoint, "--set", f"task={task}"]),
-        "policy": subprocess.Popen(node + ["policy", "--endpoint", endpoint, *sim_params]),
-        "dual_arm_command": subprocess.Popen(node + ["dual_arm_command", "--endpoint", endpoint]),
-        "recorder": subprocess.Popen(node + ["recorder", "--endpoint", endpoint, "--set", f"out_dir={bags}",
-                                             "--set", "object_poses=true", "--set", f"task={task}"]),
-    }
-    probe = ZenohNode("demo", endpoint=endpoint)
-    latest: dict[str, dict] = {}
-    for key, name in (("sim", "sim_status"), ("policy", "policy_status"), ("command", "command_status"),
-                      ("recorder", "recorder_status")):
-        probe.subscribe(CHANNELS[name], lambda m, key=key: latest.__setitem__(key, json.loads(m.data)))
-    threading.Thread(target=probe.spin, daemon=True).start()
-    types = typestore("humble").types
-    reset, enable = probe.publisher(CHANNELS["sim_reset"]), probe.publisher(CHANNELS["enable"])
-    control = probe.publisher(CHANNELS["episode_control"])
+    nodes = {"sim_robot": ["sim_robot", "--set", f"task={task}"], "policy": ["policy", *sim_params],
+             "dual_arm_command": ["dual_arm_command"],
+             "recorder": ["recorder", "--set", f"out_dir={bags}", "--set", "object_poses=true", "--set", f"task={task}"]}
+    statuses = {"sim": "sim_status", "policy": "policy_status", "command": "command_status", "recorder": "recorder_status"}
     results: list[DemoEpisode] = []
-    try:
+    with NodeProcesses(nodes, statuses) as graph:
+        latest, types = graph.latest, typestore("humble").types
+        reset, enable = graph.probe.publisher(CHANNELS["sim_reset"]), graph.probe.publisher(CHANNELS["enable"])
+        control = graph.probe.publisher(CHANNELS["episode_control"])
         deadline = time.monotonic() + 90
-        while not ({"sim", "policy", "command", "recorder"} <= set(latest)) or not latest["policy"]["ticks"]:
+        while not (set(statuses) <= set(latest)) or not latest["policy"]["ticks"]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the graph did not come up within 90 s (statuses seen: {sorted(latest)})")
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(f"node {name} exited with code {process.returncode}")
+            graph.check_alive()
             time.sleep(0.2)
         for k in range(episodes):
             seed = first_seed + k
-            enable.publish(types["std_msgs/msg/Bool"](data=False))  # hold while the scene resets
+            enable.publish(types["std_msgs/msg/Bool"](data=False))  # no commands while the scene resets
             time.sleep(0.2)
             reset.publish(types["std_msgs/msg/Int64"](data=seed))
             deadline = time.monotonic() + 10
@@ -91,13 +67,6 @@ def run_demo(out_dir: Path, *, episodes: int = 5, first_seed: int = 100_000, tas
                   f"at {status['time']:.2f} s", flush=True)
         time.sleep(1.5)  # the recorder closes the last bag
         policy, command = dict(latest["policy"]), dict(latest["command"])
-    finally:
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            process.wait(timeout=20)
-        probe.shutdown()
-        router.close()
     summary = {"task": task, "episodes": [vars(e) for e in results], "successes": sum(e.success for e in results),
                "control_hz": policy["control_hz"], "inference_ms_p50": policy["inference_ms_p50"],
                "obs_to_command_ms": [command["obs_to_command_ms_p50"], command["obs_to_command_ms_p99"],

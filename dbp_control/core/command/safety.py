@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from dbp_control.core.paths import CALIBRATION_DIR
+from dbp_control.core.yaml_files import load_mapping
 
 DEFAULT_LIMITS_FILE = CALIBRATION_DIR / "joint_limits.yaml"
 
@@ -29,13 +29,7 @@ class JointLimits:
 def load_joint_limits(joints: list[str], path: Path = DEFAULT_LIMITS_FILE) -> JointLimits:
     """Limits for `joints` (in this order) from a YAML file mapping each joint to lower, upper, max_velocity."""
     path = Path(path)
-    if not path.is_file():
-        raise LimitsError(f"no joint limits file at {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise LimitsError(f"{path}: not valid YAML ({exc})") from exc
-    table = (data or {}).get("joints") if isinstance(data, dict) else None
+    table = load_mapping(path, LimitsError, f"no joint limits file at {path}").get("joints")
     if not isinstance(table, dict):
         raise LimitsError(f"{path}: expected a 'joints' mapping of joint name -> {{lower, upper, max_velocity}}")
     missing = [j for j in joints if j not in table]

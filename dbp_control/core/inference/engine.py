@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from dbp_control.core.export.onnx_export import SIDECAR, SIDECAR_FORMAT, SIDECAR_VERSION, sha256_file
+from dbp_control.core.yaml_files import load_mapping
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -39,13 +39,9 @@ class LiveConfig:
 def load_sidecar(model_dir: Path) -> dict[str, Any]:
     model_dir = Path(model_dir)
     path = model_dir / SIDECAR
-    if not path.is_file():
-        raise EngineError(f"no exported policy in {model_dir}: {SIDECAR} is missing (run `dbp export`)")
-    try:
-        sidecar = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise EngineError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
+    sidecar = load_mapping(path, EngineError,
+                           f"no exported policy in {model_dir}: {SIDECAR} is missing (run `dbp export`)")
+    if sidecar.get("format") != SIDECAR_FORMAT:
         raise EngineError(f"{path} is not a {SIDECAR_FORMAT} sidecar")
     if sidecar.get("format_version") != SIDECAR_VERSION:
         raise EngineError(f"{path} has format version {sidecar.get('format_version')}; this engine reads {SIDECAR_VERSION}")
