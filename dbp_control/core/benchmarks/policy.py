@@ -46,7 +46,7 @@ class PolicyBenchConfig:
     batch_size: int = 64
     preset: str = "small"
     eval_episodes: int = 50
-    latency_calls: int = 200  # DDPM-100 uses a tenth of this (each call is ~100 network evaluations)
+    latency_calls: int = 1000  # p99 over fewer calls is one or two outliers; DDPM-100 uses a tenth of this
     threads: int = 2
     seed: int = 0
     progress: bool = True
