@@ -1,15 +1,20 @@
 """Observation and inference, two nodes' logic in one process (observations handed over in memory, so
 camera images are never serialised again at the control rate): camera frames and joint states in,
-one action chunk per control tick out on /dbp/action_chunk, stamped with the observation it answers."""
+one action chunk per control tick out on /dbp/action_chunk, stamped with the observation it answers.
+
+Camera frames are decoded, resized and encoded on a worker thread as they arrive (the newest frame per
+camera; older ones still waiting are dropped and counted), so the control timer never waits for images."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.data.bags import header, poses_of, stamp_ns_of, typestore
@@ -40,6 +45,7 @@ class PolicyNode:
     def __init__(self, node: Node) -> None:
         self.node = node
         p = self.params = node.parameters(DEFAULTS)
+        torch.set_num_threads(1)  # image resizing on the frame worker: no second busy-waiting thread pool
         model = Path(p["model"]) if Path(p["model"]).is_dir() else MODELS_DIR / p["model"]
         cameras = tuple(c for c in p["cameras"].split(",") if c)
         self.engine = PolicyEngine(model, threads=p["threads"])
@@ -51,7 +57,13 @@ class PolicyNode:
                          self.engine.sidecar["nfe"], ", ".join(self.engine.providers))
         self.loop = InferenceLoop(self.engine)
         self.assembler = ObservationAssembler(self.engine.cameras, queue_size=p["queue_size"], slop_s=p["slop_s"],
-                                              max_age_s=p["max_age_s"], convert=self.loop.features_of)
+                                              max_age_s=p["max_age_s"])  # frames arrive already encoded
+        self.lock = threading.Lock()  # the assembler is shared by the executor and the frame worker
+        self._frames: dict[str, Any] = {}
+        self._frames_ready = threading.Condition()
+        self.dropped_frames = 0
+        if self.engine.cameras:
+            threading.Thread(target=self._encode_frames, name="frame-encoder", daemon=True).start()
         self.types = typestore(node.distro).types
         self.objects: np.ndarray | None = None
         self.rejected_images = 0
@@ -78,19 +90,36 @@ class PolicyNode:
             if any(j not in names for j in JOINTS):
                 return
             self._joint_order = [names.index(j) for j in JOINTS]
-        self.assembler.push_joint_state(stamp_ns_of(msg), np.asarray(msg.position)[self._joint_order], self.node.now_ns())
+        with self.lock:
+            self.assembler.push_joint_state(stamp_ns_of(msg), np.asarray(msg.position)[self._joint_order],
+                                            self.node.now_ns())
 
     def on_image(self, camera: str, msg: Any) -> None:
-        try:
-            self.assembler.push_image(camera, stamp_ns_of(msg), msg, self.node.now_ns())
-        except ImageError as exc:
-            self.rejected_images += 1
-            self.node.logger.warning("rejected %s image: %s", camera, exc)
+        with self._frames_ready:
+            self.dropped_frames += camera in self._frames
+            self._frames[camera] = msg
+            self._frames_ready.notify()
+
+    def _encode_frames(self) -> None:
+        while True:
+            with self._frames_ready:
+                self._frames_ready.wait_for(lambda: bool(self._frames))
+                frames, self._frames = self._frames, {}
+            for camera, msg in frames.items():
+                try:
+                    features = self.loop.features_of(camera, msg)
+                except ImageError as exc:
+                    self.rejected_images += 1
+                    self.node.logger.warning("rejected %s image: %s", camera, exc)
+                    continue
+                with self.lock:
+                    self.assembler.push_image(camera, stamp_ns_of(msg), features, self.node.now_ns())
 
     def tick(self) -> None:
         self.timer_ticks += 1
         now = self.node.now_ns()
-        obs = self.assembler.observation(now)
+        with self.lock:
+            obs = self.assembler.observation(now)
         if obs is None or (self.params["object_poses"] and self.objects is None):
             return
         if obs.stamp_ns == self._last_stamp:
@@ -120,6 +149,7 @@ class PolicyNode:
                 "inference_ms_p50": float(np.percentile(recent, 50)) if recent else None,
                 "inference_ms_p99": float(np.percentile(recent, 99)) if recent else None,
                 "providers": self.engine.providers, "rejected_images": self.rejected_images,
+                "dropped_frames": self.dropped_frames,
                 "sync": vars(self.assembler.sync.stats) if self.assembler.sync else None,
                 "inputs": {name: vars(s) for name, s in stats.inputs.items()},
                 "ages_ms": self.assembler.ages_ms(self.node.now_ns())}

@@ -2,8 +2,8 @@
 
 Chunk step k is due at the chunk's stamp (the observation it answers) + k step periods; between steps
 the target is interpolated. A chunk is followed for `commit_steps` of its steps (the receding horizon
-the policy was trained and evaluated with) before the newest chunk received takes over, blending from
-the older one over `blend_s`; `commit_steps=0` switches to every newer chunk at once. Replanning at the
+the policy was trained and evaluated with) before the first chunk that arrives after that takes over,
+blending from the older one over `blend_s`; `commit_steps=0` switches to every newer chunk at once. Replanning at the
 control rate from the measured state would otherwise only ever command a few milliseconds ahead of
 where a lagging arm is, and the arm would crawl.
 The arms hold position — the measured position when holding began — after an emergency stop
@@ -106,24 +106,27 @@ class CommandController:
         self.status.chunks_accepted += 1
         return None
 
+    def _should_switch(self, now_ns: int) -> bool:
+        """Take over the newest chunk when there is nothing else to follow, or when the commitment has run
+        out and the newest chunk arrived after that (an older one would be a staler plan than the one the
+        next tick brings: the current chunk still covers the wait, its horizon being longer than its commitment)."""
+        current, newest = self._chunk, self._newest
+        if newest is None or newest is current:
+            return False
+        if current is None or current.at(now_ns) is None:
+            return True
+        expiry = self._followed_since + self.commit_steps * current.step_ns
+        return now_ns >= expiry and (self.commit_steps == 0 or newest.received_ns >= expiry)
+
     def _follow_newest(self, now_ns: int) -> None:
-        current = self._chunk
-        if self._newest is None or self._newest is current:
-            return
-        committed = current is not None and now_ns - self._followed_since < self.commit_steps * current.step_ns \
-            and current.at(now_ns) is not None
-        if not committed:
-            self._previous_chunk, self._chunk, self._followed_since = current, self._newest, now_ns
-            self.switch_latencies_ns.append(now_ns - self._newest.stamp_ns)
+        if self._should_switch(now_ns):
+            self._previous_chunk, self._chunk, self._followed_since = self._chunk, self._newest, now_ns
+            self.switch_latencies_ns.append(now_ns - self._newest.stamp_ns)  # type: ignore[union-attr]
             del self.switch_latencies_ns[:-1000]
 
     def wants_newest(self, now_ns: int) -> bool:
         """Whether a tick now would take over the newest chunk (so the caller can tick at once)."""
-        current = self._chunk
-        if self._newest is None or self._newest is current:
-            return False
-        return current is None or now_ns - self._followed_since >= self.commit_steps * current.step_ns \
-            or current.at(now_ns) is None
+        return self._should_switch(now_ns)
 
     def set_enabled(self, enabled: bool) -> None:
         """Enabling also clears an emergency stop; the arms then follow only chunks that arrive afterwards."""

@@ -94,19 +94,28 @@ class PolicyEngine:
         self.sidecar = load_sidecar(self.model_dir)
         if live is not None:
             check_live_config(self.sidecar, live)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        def options(intra_threads: int, spinning: bool) -> Any:
+            o = ort.SessionOptions()
+            o.intra_op_num_threads, o.inter_op_num_threads = intra_threads, 1
+            o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            o.log_severity_level = 3
+            o.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+            return o
+
+        # the head runs at the control rate with `threads` threads that spin between calls (lowest latency);
+        # encoders run once per camera frame beside it, on one thread that sleeps when idle, so the two
+        # never compete for the cores with busy-waiting thread pools
+        head_options, encoder_options = options(threads, False), options(1, False)
         chosen = choose_providers(providers)
         self.sessions: dict[str, Any] = {}
         for name, graph in self.sidecar["graphs"].items():
             if name == "policy":
                 continue  # the fused graph is for other runtimes; the engine runs the split pair
             try:
-                self.sessions[name] = ort.InferenceSession(str(self.model_dir / graph["file"]), options, providers=chosen)
+                self.sessions[name] = ort.InferenceSession(str(self.model_dir / graph["file"]),
+                                                           head_options if name == "head" else encoder_options,
+                                                           providers=chosen)
             except Exception as exc:  # onnxruntime raises its own exception types for invalid models
                 raise EngineError(f"ONNX Runtime cannot load {graph['file']}: {exc}") from exc
         self.providers = self.sessions["head"].get_providers()  # what it got, not what was asked
