@@ -19,7 +19,7 @@ from dbp_control.middleware.port import Node
 NAME = "dual_arm_command"
 JOINTS = [n for side in SIDES for n in joint_names(side)]
 DEFAULTS: dict[str, Any] = {
-    "rate_hz": 100.0,  # commands per second to each arm (the recorded demonstrations used 50)
+    "rate_hz": CHANNELS["left_arm_command"].rate_hz,  # commands per second to each arm, as recorded
     "watchdog_s": 0.2,  # hold when observations or actions are older than this
     "blend_s": 0.05,  # a newer chunk takes over within this time
     "commit_steps": 8,  # chunk steps followed before switching to the newest chunk (the policy's n_action_steps)

@@ -66,9 +66,9 @@ class SafetyFilter:
         self.report = SafetyReport()
 
     def apply(self, target: np.ndarray, previous: np.ndarray, dt_s: float | None = None) -> tuple[np.ndarray, str | None]:
-        """The command to send `dt_s` (at most one command period) after `previous` (itself safe); the
-        reason when `target` was rejected."""
-        max_step = self.limits.max_velocity * min(self.period_s if dt_s is None else max(dt_s, 0.0), self.period_s)
+        """The command to send `dt_s` after `previous` (itself safe); the reason when `target` was rejected.
+        A late tick may make up for one missed period, not more: after a stall the arm does not jump."""
+        max_step = self.limits.max_velocity * min(self.period_s if dt_s is None else max(dt_s, 0.0), 2 * self.period_s)
         target = np.asarray(target, dtype=np.float64)
         if target.shape != previous.shape:
             self.report.rejected += 1
