@@ -15,10 +15,18 @@ def test_without_a_device_the_node_names_the_problem_at_once():
         pytest.skip("a RealSense device is connected")
     with pytest.raises(CameraError, match="no RealSense device is connected"):
         find_device(rs, "")
-    start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "dbp_control.cli.main", "node", "camera", "--endpoint",
-                           "tcp/127.0.0.1:7499", "--set", "serial=123456"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "no RealSense device is connected" in done.stderr
+    from dbp_control.middleware.zenoh_backend import open_router
+    from dbp_control.nodes.processes import free_endpoint
+
+    endpoint = free_endpoint()
+    router = open_router(endpoint)  # the node reaches its camera lookup only once it has joined the graph
+    try:
+        start = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "dbp_control.cli.main", "node", "camera", "--endpoint", endpoint,
+                               "--set", "serial=123456"], capture_output=True, text=True, timeout=60)
+    finally:
+        router.close()
+    assert done.returncode == 2 and "no RealSense device is connected" in done.stderr, done.stderr
     assert time.monotonic() - start < 10
 
 

@@ -207,6 +207,8 @@ def test_inference_loop_reuses_per_frame_features_and_matches_a_direct_predictio
     train_on_dataset(dataset, TrainRecipe(method="dbp", obs="image", **TINY), tmp_path / "train", progress=False)
     export_policy(tmp_path / "train" / "checkpoint.pt", tmp_path / "m")
     loop = InferenceLoop(PolicyEngine(tmp_path / "m"))
+    noise = {"z": np.zeros((1, 8, 14), np.float32)}
+    loop.engine.noise = lambda: noise  # the loop draws (and then holds) its noise from here
     encoded = []
     assembler = ObservationAssembler(CAMERAS, queue_size=10, slop_s=0.025,
                                      convert=lambda cam, msg: encoded.append(cam) or loop.features_of(cam, msg))
@@ -225,7 +227,5 @@ def test_inference_loop_reuses_per_frame_features_and_matches_a_direct_predictio
     assert last.actions.shape == (8, 14) and last.stamp_ns == 110 * ms and last.step_s == pytest.approx(0.1)
     images = {cam: np.stack([resize_rgb(frames[cam], (32, 32))] * 2) for cam in CAMERAS}
     state = np.stack([np.full(14, 0.01), np.full(14, 0.11)]).astype(np.float32)  # 100 ms apart, as trained
-    noise = {"z": np.zeros((1, 8, 14), np.float32)}
-    loop.engine.noise = lambda: noise
     direct = loop.engine.predict(state, images, noise)
     np.testing.assert_allclose(loop.step(assembler.observation(110 * ms)).actions, direct, atol=1e-5)
