@@ -110,7 +110,7 @@ def recover_bag(damaged: Path, out: Path, *, distro: str = "humble", storage: st
     connections = {}
     try:
         for channels, messages, _ in scanned:
-            for channel_id, (topic, msgtype) in channels.items():
+            for topic, msgtype in channels.values():
                 if topic not in connections:
                     if msgtype not in ts.types:
                         raise BagError(f"{damaged}: topic {topic} has type {msgtype!r}, unknown to the {distro} typestore")
