@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ class PolicyNode:
         self.types = typestore(node.distro).types
         self.objects: np.ndarray | None = None
         self.rejected_images = 0
-        self.inference_ms: list[float] = []
+        self.inference_ms: deque[float] = deque(maxlen=500)  # recent ticks, for the status
         self.ticks = 0  # chunks published
         self.timer_ticks = 0  # control ticks, with or without a new observation
         self.started_ns = node.now_ns()
@@ -141,7 +142,7 @@ class PolicyNode:
                     for k, a in enumerate(chunk.actions)]))
 
     def status(self) -> dict[str, Any]:
-        recent = self.inference_ms[-500:]
+        recent = list(self.inference_ms)
         stats = self.assembler.stats
         seconds = (self.node.now_ns() - self.started_ns) / 1e9
         return {"ticks": self.ticks, "timer_ticks": self.timer_ticks, "control_hz": self.timer_ticks / max(seconds, 1e-9),

@@ -1,8 +1,8 @@
 """The inference node's logic, without ROS: observations in at the control rate, action chunks out.
 
-Image features are computed once per synchronised camera frame (`features_of`, handed to the
-observation assembler as its converter) and reused by every control tick until the next frame, so the
-control rate does not depend on the cameras. Each chunk carries the stamp of the observation it answers.
+Image features are computed once per camera frame (`features_of`: the policy node calls it on a worker
+thread as frames arrive) and reused by every control tick until the next frame, so the control rate does
+not depend on the cameras. Each chunk carries the stamp of the observation it answers.
 
 The noise z is held for `n_action_steps` chunk steps (the span the policy executes per chunk when it
 was trained and evaluated) and then redrawn: replanning at 100 Hz with fresh noise every tick would
