@@ -2,7 +2,6 @@
 policy (observation + inference, the default model in models/) and the command node, closed loop."""
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -16,12 +15,8 @@ from dbp_control.core.command.safety import load_joint_limits
 from dbp_control.core.data.bags import typestore
 from dbp_control.core.data.dataset import JOINTS
 from dbp_control.middleware.zenoh_backend import ZenohNode
+from dbp_control.nodes.processes import free_endpoint
 
-
-def free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp/127.0.0.1:{s.getsockname()[1]}"
 
 
 @pytest.fixture()

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from dbp_control.core.data.bags import BagError, float64_array_msg, read_bag, re
 from dbp_control.core.data.recorder import EpisodeRecorder, RecorderError
 from dbp_control.core.data.recover import recover_bag
 from dbp_control.middleware.zenoh_backend import ZenohNode, open_router
+from dbp_control.nodes.processes import free_endpoint
 
 TOPICS = {"/count": "std_msgs/msg/Float64MultiArray"}
 
@@ -53,11 +53,6 @@ def test_a_slow_disk_drops_messages_instead_of_blocking(tmp_path, monkeypatch):
     assert time.perf_counter() - start < 0.5  # 100 writes did not wait for a 50 ms-per-message disk
     assert recorder.stats.dropped == 100 - accepted > 0
 
-
-def free_endpoint():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp/127.0.0.1:{s.getsockname()[1]}"
 
 
 def test_the_recorder_node_records_every_topic_and_survives_sigkill(tmp_path):

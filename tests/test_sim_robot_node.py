@@ -1,7 +1,6 @@
 """The simulated robot as a separate process on the robot's topics over Zenoh (real ROS 2 CDR bytes)."""
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -14,12 +13,8 @@ import pytest
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.data.bags import float64_array_msg, stamp_ns_of, typestore
 from dbp_control.middleware.zenoh_backend import ZenohNode, open_router, topic_key
+from dbp_control.nodes.processes import free_endpoint
 
-
-def free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp/127.0.0.1:{s.getsockname()[1]}"
 
 
 @pytest.fixture(scope="module")

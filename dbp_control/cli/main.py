@@ -299,12 +299,8 @@ def _sim_metaworld(args: argparse.Namespace) -> int:
 
 
 def _sim_robot(args: argparse.Namespace) -> int:
-    from dbp_control.nodes.runner import parse_overrides, run_node
-    from dbp_control.nodes.sim_robot import NAME, SimRobot
-
-    run_node(NAME, SimRobot, parameters_files=args.params or [CONFIG_DIR / "sim_robot.yaml"],
-             overrides=parse_overrides(args.set), endpoint=args.endpoint, distro=args.distro, duration_s=args.duration)
-    return 0
+    args.executable, args.name = "sim_robot", None  # the same as `dbp node sim_robot`
+    return _node(args)
 
 
 def _node(args: argparse.Namespace) -> int:
@@ -466,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Publishes joint states, cameras and object poses and follows arm "
                             "commands on the robot's topics, as ROS 2 CDR over Zenoh; /sim/reset (a seed) starts "
                             "an episode, /sim/status reports it.")
-    _add_node_options(robot, CONFIG_DIR / "sim_robot.yaml")
+    _add_node_options(robot, "config/sim_robot.yaml")
     robot.set_defaults(func=_sim_robot)
 
     from dbp_control.nodes import NODE_CLASSES

@@ -1,5 +1,6 @@
-"""Nodes as processes for the demo and the benchmarks: a Zenoh router on a free local port, each node a
-`dbp node` process, and a probe node in this process that keeps the latest JSON of each status topic."""
+"""Nodes as processes (`dbp launch`, the demo, the benchmarks): a Zenoh router (on a free local port unless
+an endpoint is given), each node a `dbp node` process, and optionally a probe node in this process that
+keeps the latest JSON of each status topic."""
 
 from __future__ import annotations
 
@@ -23,22 +24,27 @@ def free_endpoint() -> str:
 
 
 class NodeProcesses:
-    def __init__(self, nodes: Mapping[str, Sequence[str]], statuses: Mapping[str, str]) -> None:
-        """`nodes`: name -> `dbp node` arguments (executable first); `statuses`: key -> status channel name."""
-        self.nodes, self.statuses = nodes, statuses
+    def __init__(self, nodes: Mapping[str, Sequence[str]], statuses: Mapping[str, str] | None = None, *,
+                 endpoint: str | None = None) -> None:
+        """`nodes`: name -> `dbp node` arguments (executable first); `statuses`: key -> status channel name
+        (none: no probe)."""
+        self.nodes, self.statuses, self.endpoint = nodes, statuses or {}, endpoint
+        self.probe: ZenohNode | None = None
         self.latest: dict[str, dict[str, Any]] = {}
         self.processes: dict[str, subprocess.Popen] = {}
 
     def __enter__(self) -> NodeProcesses:
-        self.endpoint = free_endpoint()
+        self.endpoint = self.endpoint or free_endpoint()
         self.router = open_router(self.endpoint)
         for name, args in self.nodes.items():
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "dbp_control.cli.main", "node", *args, "--endpoint", self.endpoint])
-        self.probe = ZenohNode("probe", endpoint=self.endpoint)
-        for key, channel in self.statuses.items():
-            self.probe.subscribe(CHANNELS[channel], lambda msg, key=key: self.latest.__setitem__(key, json.loads(msg.data)))
-        threading.Thread(target=self.probe.spin, daemon=True).start()
+        if self.statuses:
+            self.probe = ZenohNode("probe", endpoint=self.endpoint)
+            for key, channel in self.statuses.items():
+                self.probe.subscribe(CHANNELS[channel],
+                                     lambda msg, key=key: self.latest.__setitem__(key, json.loads(msg.data)))
+            threading.Thread(target=self.probe.spin, daemon=True).start()
         return self
 
     def check_alive(self) -> None:
@@ -54,5 +60,6 @@ class NodeProcesses:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
-        self.probe.shutdown()
+        if self.probe is not None:
+            self.probe.shutdown()
         self.router.close()

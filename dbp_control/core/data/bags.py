@@ -29,6 +29,9 @@ BAG_VERSION = 8  # Humble's rosbag2 cannot read version 9 metadata
 EPISODE_INFO_TOPIC = "/episode/info"
 EPISODE_INFO_TYPE = "std_msgs/msg/String"
 EPISODE_INFO_KEY = "dbp_control.episode"
+# Bags being written live in OUT/.recording/<name> and move to OUT/<name> when complete: rosbag2 names the
+# storage file after its folder, so the unfinished bag already has its final name.
+STAGING_DIR = ".recording"
 
 
 class BagError(RuntimeError):

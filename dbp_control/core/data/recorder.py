@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dbp_control.core.data.bags import EpisodeBagWriter
+from dbp_control.core.data.bags import STAGING_DIR, EpisodeBagWriter
 
-STAGING = ".recording"
 
 
 class RecorderError(RuntimeError):
@@ -109,7 +108,7 @@ class EpisodeRecorder:
             kind = item[0]
             try:
                 if kind == "start":
-                    staging = self.out_dir / STAGING / item[1]
+                    staging = self.out_dir / STAGING_DIR / item[1]
                     shutil.rmtree(staging, ignore_errors=True)
                     staging.parent.mkdir(parents=True, exist_ok=True)
                     writer = EpisodeBagWriter(staging, topics=self.topics, storage=self.storage, distro=self.distro,
@@ -120,11 +119,11 @@ class EpisodeRecorder:
                 elif kind == "stop" and writer is not None:
                     writer.close(item[2])
                     writer = None
-                    (self.out_dir / STAGING / item[1]).rename(self.out_dir / item[1])
+                    (self.out_dir / STAGING_DIR / item[1]).rename(self.out_dir / item[1])
                 elif kind == "discard" and writer is not None:
                     writer.close()
                     writer = None
-                    shutil.rmtree(self.out_dir / STAGING / item[1], ignore_errors=True)
+                    shutil.rmtree(self.out_dir / STAGING_DIR / item[1], ignore_errors=True)
                     self.stats.discarded += 1
                 elif kind == "flush":
                     item[1].set()

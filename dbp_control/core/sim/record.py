@@ -17,6 +17,7 @@ import numpy as np
 
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.data.bags import (
+    STAGING_DIR,
     BagError,
     EpisodeBagWriter,
     camera_info_msg,
@@ -31,7 +32,6 @@ from dbp_control.core.sim.robot import DualArmSim
 from dbp_control.core.sim.scene import MOVABLE_OBJECTS
 from dbp_control.core.sim.tasks import Task
 
-STAGING = ".recording"  # under the output folder: bags being written
 CONTROL_HZ = CHANNELS["left_arm_command"].rate_hz  # the expert acts at the command rate
 
 
@@ -70,9 +70,7 @@ def record_episode(sim: DualArmSim, task: Task, seed: int, out_dir: Path, *, sto
     final = out_dir / f"{task.name}_seed{seed:06d}"
     if final.exists() or final.with_name(final.name + "_failed").exists():
         raise FileExistsError(f"episode {final} already recorded; choose another --out or seeds")
-    # rosbag2 names the storage file after the bag folder, so the unfinished bag gets its final name in a
-    # hidden staging folder and moves out whole
-    partial = out_dir / STAGING / final.name
+    partial = out_dir / STAGING_DIR / final.name
     if partial.exists():
         shutil.rmtree(partial)  # left by an interrupted run: never a finished episode
     partial.parent.mkdir(parents=True, exist_ok=True)
