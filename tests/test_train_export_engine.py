@@ -122,6 +122,13 @@ def test_image_policy_split_graphs_match_torch_and_the_cameras(tmp_path):
                                                                 "head": (96, 96)}, joint_names=JOINTS))
     with pytest.raises(EngineError, match="expected uint8"):
         engine.encode("head", np.zeros((32, 32, 3), np.float32))
+    state = np.zeros((engine.n_obs_steps, engine.state_dim), np.float32)
+    features = {cam: engine.encode(cam, images[cam][0])[None].repeat(engine.n_obs_steps, 0) for cam in CAMERAS}
+    with pytest.raises(EngineError, match="no features for camera 'head'"):
+        engine.act(state, {cam: f for cam, f in features.items() if cam != "head"})
+    with pytest.raises(EngineError, match="camera 'head': features must be"):
+        engine.act(state, {**features, "head": features["head"][:, :-1]})
+    assert engine.act(state, features).shape == (engine.horizon, engine.action_dim)
 
 
 def test_diffusion_exports_unroll_ddim_and_ddpm_with_caller_noise(tmp_path):

@@ -164,8 +164,15 @@ class PolicyEngine:
         if not np.isfinite(state).all():
             raise EngineError("state contains NaN or inf")
         feeds = {"state": state[None], **(noise or self.noise())}
+        head_inputs = self.sidecar["graphs"]["head"]["inputs"]
         for cam in self.cameras:
-            feeds[f"features_{cam}"] = np.asarray((features or {})[cam], np.float32)[None]
+            if cam not in (features or {}):
+                raise EngineError(f"no features for camera {cam!r}; the policy needs {list(self.cameras)}")
+            value = np.asarray(features[cam], np.float32)  # type: ignore[index]
+            expected = tuple(head_inputs[f"features_{cam}"]["shape"][1:])
+            if value.shape != expected:
+                raise EngineError(f"camera {cam!r}: features must be {list(expected)}, got {list(value.shape)}")
+            feeds[f"features_{cam}"] = value[None]
         head = self.sessions["head"]
         if not self.io_binding:
             return head.run(None, feeds)[0][0]
