@@ -90,6 +90,16 @@ class Node(ABC):
         self.name = name
         self.distro = distro  # the ROS 2 distro whose message definitions go on the wire
         self.logger = logging.getLogger(f"dbp.{name}")
+        self._shutdown_callbacks: list[Callable[[], None]] = []
+
+    def on_shutdown(self, callback: Callable[[], None]) -> None:
+        """Run `callback` when the node shuts down, before the middleware closes (stop worker threads here)."""
+        self._shutdown_callbacks.append(callback)
+
+    def _run_shutdown_callbacks(self) -> None:
+        callbacks, self._shutdown_callbacks = self._shutdown_callbacks, []
+        for callback in reversed(callbacks):
+            callback()
 
     @abstractmethod
     def publisher(self, channel: Channel) -> Publisher: ...
@@ -113,7 +123,8 @@ class Node(ABC):
         """Dispatch callbacks until shut down (or until `until()` is true)."""
 
     @abstractmethod
-    def shutdown(self) -> None: ...
+    def shutdown(self) -> None:
+        """Stop spinning, run the `on_shutdown` callbacks, close the middleware."""
 
 
 class Executor:

@@ -72,6 +72,7 @@ class RclpyBackendNode(Node):
             self.executor.spin_once(timeout_sec=0.1)
 
     def shutdown(self) -> None:
+        self._run_shutdown_callbacks()
         self.executor.remove_node(self.ros)
         self.ros.destroy_node()
         if rclpy.ok():

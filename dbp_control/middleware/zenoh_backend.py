@@ -172,5 +172,6 @@ class ZenohNode(Node):
 
     def shutdown(self) -> None:
         self.executor.stop()
+        self._run_shutdown_callbacks()
         if not self.session.is_closed():
             self.session.close()
