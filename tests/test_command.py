@@ -162,3 +162,14 @@ def test_while_disabled_nothing_is_sent_and_enabling_starts_from_the_measured_po
     controller.set_enabled(True)
     controller.on_chunk(np.full((16, 14), 0.3), stamp_ns=40 * MS, step_s=0.01, now_ns=40 * MS)
     np.testing.assert_allclose(controller.tick(40 * MS), np.full(14, 0.3))  # no jump back to the old command
+
+
+def test_latencies_are_measured_from_the_observation_stamp(controller):
+    stamp = 1000 * MS
+    controller.on_joint_state(np.zeros(14), stamp)
+    assert controller.on_chunk(ramp(np.zeros(14), 0.001), stamp, 0.1, stamp + 5 * MS) is None
+    controller.tick(stamp + 7 * MS)  # the first command from this chunk
+    assert controller.arrival_latency.summary(stamp + 7 * MS)["max"] == pytest.approx(5.0)
+    assert controller.switch_latency.summary(stamp + 7 * MS)["max"] == pytest.approx(7.0)
+    controller.tick(stamp + 17 * MS)  # following the same chunk is not a second switch
+    assert controller.switch_latency.summary(stamp + 17 * MS)["n"] == 1

@@ -69,7 +69,8 @@ def _bench_policy(args: argparse.Namespace) -> int:
 def _bench_graph(args: argparse.Namespace) -> int:
     from dbp_control.nodes.bench_graph import format_graph_table, run_graph_benchmark
 
-    print(format_graph_table(run_graph_benchmark(args.out, seconds=args.seconds, warmup_s=args.warmup)))
+    print(format_graph_table(run_graph_benchmark(args.out, seconds=args.seconds, warmup_s=args.warmup,
+                                                 overrides=_node_overrides(args.set))))
     return 0
 
 
@@ -315,16 +316,22 @@ def _node(args: argparse.Namespace) -> int:
     return 0
 
 
-def _launch(args: argparse.Namespace) -> int:
-    from dbp_control.nodes.launcher import launch
-
+def _node_overrides(items: list[str]) -> dict[str, list[str]]:
+    """`--set NODE.NAME=VALUE` items -> {node: ["NAME=VALUE", ...]}."""
     overrides: dict[str, list[str]] = {}
-    for item in args.set:
+    for item in items:
         node, dot, pair = item.partition(".")
         if not dot or "=" not in pair:
             raise ValueError(f"--set {item!r}: expected NODE.NAME=VALUE, e.g. policy.rate_hz=200")
         overrides.setdefault(node, []).append(pair)
-    return launch(args.mode, endpoint=args.endpoint, overrides=overrides, duration_s=args.duration, distro=args.distro)
+    return overrides
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from dbp_control.nodes.launcher import launch
+
+    return launch(args.mode, endpoint=args.endpoint, overrides=_node_overrides(args.set), duration_s=args.duration,
+                  distro=args.distro)
 
 
 def _bag_recover(args: argparse.Namespace) -> int:
@@ -419,8 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
         "three-camera DBP image policy and the command node as processes over Zenoh, then prints the sustained "
         "control rate, observation-to-command latency (p50, p99, max) and CPU per node.")
     bg.add_argument("--out", type=Path, default=Path("outputs/bench_graph"), help="where the benchmark's model goes")
-    bg.add_argument("--seconds", type=float, default=20.0, help="measured window")
+    bg.add_argument("--seconds", type=float, default=60.0, help="measured window")
     bg.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring")
+    bg.add_argument("--set", action="append", default=[], metavar="NODE.NAME=VALUE",
+                    help="override a node's parameter (nodes: sim_robot, policy, dual_arm_command)")
     bg.set_defaults(func=_bench_graph)
 
     sim = commands.add_parser("sim", help="the simulated dual-arm robot")

@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "commit_steps": 8,  # chunk steps followed before switching to the newest chunk (the policy's n_action_steps)
     "joint_limits_file": "",  # empty: calibration/joint_limits.yaml of the package
     "enabled": True,  # False: send nothing until true arrives on /dbp/enable
+    "latency_window_s": 10.0,  # the status reports observation-to-command latencies over this window
 }
 
 
@@ -48,7 +49,7 @@ class DualArmCommand:
         limits = load_joint_limits(JOINTS, Path(p["joint_limits_file"]) if p["joint_limits_file"] else DEFAULT_LIMITS_FILE)
         self.controller = CommandController(SafetyFilter(limits, p["rate_hz"]), rate_hz=p["rate_hz"],
                                             watchdog_s=p["watchdog_s"], blend_s=p["blend_s"], commit_steps=p["commit_steps"],
-                                            enabled=p["enabled"])
+                                            enabled=p["enabled"], latency_window_s=p["latency_window_s"])
         self.types = typestore(node.distro).types
         self.arms = {side: node.publisher(CHANNELS[f"{side}_arm_command"]) for side in SIDES}
         self.status_publisher = node.publisher(CHANNELS["command_status"])
@@ -99,14 +100,14 @@ class DualArmCommand:
 
     def status(self) -> dict[str, Any]:
         s, report = self.controller.status, self.controller.safety.report
-        recent = np.asarray(self.controller.switch_latencies_ns[-200:]) / 1e6  # observation stamp -> its first command
+        now = self.node.now_ns()
         return {"holding": s.holding, "reason": s.reason, "enabled": self.controller.enabled,
                 "estopped": self.controller.estopped, "chunks_accepted": s.chunks_accepted,
                 "chunks_rejected": s.chunks_rejected, "last_rejection": s.last_rejection, "holds": s.holds,
                 "clamped_position": report.clamped_position, "limited_velocity": report.limited_velocity,
-                "obs_to_command_ms_p50": float(np.percentile(recent, 50)) if len(recent) else None,
-                "obs_to_command_ms_p99": float(np.percentile(recent, 99)) if len(recent) else None,
-                "obs_to_command_ms_max": float(recent.max()) if len(recent) else None}
+                # observation stamp -> the first command from its chunk; -> its chunk's arrival (every chunk)
+                "obs_to_command_ms": self.controller.switch_latency.summary(now),
+                "obs_to_chunk_arrival_ms": self.controller.arrival_latency.summary(now)}
 
     def publish_status(self) -> None:
         self.status_publisher.publish(self.types["std_msgs/msg/String"](data=json.dumps(self.status())))

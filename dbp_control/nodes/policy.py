@@ -8,9 +8,9 @@ camera; older ones still waiting are dropped and counted), so the control timer 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from dbp_control.core.channels import CHANNELS
 from dbp_control.core.data.bags import header, poses_of, stamp_ns_of, typestore
 from dbp_control.core.inference.engine import LiveConfig, PolicyEngine, check_live_config
 from dbp_control.core.inference.loop import InferenceLoop
+from dbp_control.core.latency import LatencyWindow
 from dbp_control.core.layout import CAMERAS, SIDES, joint_names
 from dbp_control.core.observation.assembler import ObservationAssembler
 from dbp_control.core.observation.images import ImageError
@@ -29,16 +30,22 @@ from dbp_control.core.paths import MODELS_DIR
 from dbp_control.middleware.port import Node
 
 NAME = "policy"
+FRAME_WORKER_NICENESS = 10  # added to the frame worker thread's niceness
 JOINTS = [n for side in SIDES for n in joint_names(side)]
 DEFAULTS: dict[str, Any] = {
     "model": "lift_dbp_state",  # a folder under models/, or a path
-    "rate_hz": 100.0,  # control rate: one chunk per tick
+    # the control timer polls for new joint states: a tick that finds one infers a chunk, so chunks follow the
+    # joint states (125 Hz from UR drivers) at most one tick late, instead of a free-running 100 Hz timer
+    # adding up to a whole period (plus the beat between the two rates) to every observation's age
+    "timer_hz": 500.0,
+    "max_chunk_hz": 200.0,  # at most this many chunks per second (drivers may publish joint states at 500 Hz)
     "cameras": ",".join(CAMERAS),  # the cameras this robot has
     "object_poses": False,  # simulation only: append /sim/object_poses to the state (state policies)
     "queue_size": DEFAULT_QUEUE_SIZE,
     "slop_s": DEFAULT_SLOP_S,
     "max_age_s": 0.5,  # inputs older than this on arrival are dropped
-    "threads": 2,  # ONNX Runtime intra-op threads
+    "threads": 1,  # ONNX Runtime intra-op threads of the head (on two cores a second one competes with the frame worker)
+    "stats_window_s": 10.0,  # the status reports timings over this window
 }
 
 
@@ -63,17 +70,23 @@ class PolicyNode:
         self._frames: dict[str, Any] = {}
         self._frames_ready = threading.Condition()
         self.dropped_frames = 0
+        self._stopping = False
+        self._frame_worker = threading.Thread(target=self._encode_frames, name="frame-encoder", daemon=True)
         if self.engine.cameras:
-            threading.Thread(target=self._encode_frames, name="frame-encoder", daemon=True).start()
+            self._frame_worker.start()
+            node.on_shutdown(self.stop_frame_worker)
         self.types = typestore(node.distro).types
         self.objects: np.ndarray | None = None
         self.rejected_images = 0
-        self.inference_ms: deque[float] = deque(maxlen=500)  # recent ticks, for the status
+        window_ns = int(p["stats_window_s"] * 1e9)
+        self.inference_time = LatencyWindow(window_ns)  # one chunk's inference (head; features come before)
+        self.observation_age = LatencyWindow(window_ns)  # joint state stamp -> the tick that used it
+        self.publish_age = LatencyWindow(window_ns)  # joint state stamp -> its chunk published
         self.ticks = 0  # chunks published
-        self.timer_ticks = 0  # control ticks, with or without a new observation
+        self.timer_ticks = 0  # control timer ticks, with or without a new joint state
         self.started_ns = node.now_ns()
         self.unchanged = 0
-        self._last_stamp = -1
+        self._last_stamp = -(2**62)  # the joint state stamp of the last chunk
         self._joint_order: list[int] | None = None
         self.chunk_publisher = node.publisher(CHANNELS["action_chunk"])
         self.status_publisher = node.publisher(CHANNELS["policy_status"])
@@ -82,7 +95,12 @@ class PolicyNode:
             node.subscribe(CHANNELS[f"{cam}_image"], lambda msg, cam=cam: self.on_image(cam, msg))
         if p["object_poses"]:
             node.subscribe(CHANNELS["object_poses"], lambda msg: setattr(self, "objects", poses_of(msg).reshape(-1)))
-        node.timer(1.0 / p["rate_hz"], self.tick)
+        for name in ("timer_hz", "max_chunk_hz"):
+            if not p[name] > 0:
+                raise ValueError(f"policy parameter {name} must be positive, got {p[name]}")
+        self._min_chunk_interval_ns = int(1e9 / p["max_chunk_hz"])
+        self._first_chunk_ns: int | None = None
+        node.timer(1.0 / p["timer_hz"], self.tick)
         node.timer(1.0 / CHANNELS["policy_status"].rate_hz, self.publish_status)
 
     def on_joint_state(self, msg: Any) -> None:
@@ -102,9 +120,13 @@ class PolicyNode:
             self._frames_ready.notify()
 
     def _encode_frames(self) -> None:
+        # a lower priority for this thread only (Linux niceness is per thread): the control tick wins the CPU
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FRAME_WORKER_NICENESS)
         while True:
             with self._frames_ready:
-                self._frames_ready.wait_for(lambda: bool(self._frames))
+                self._frames_ready.wait_for(lambda: bool(self._frames) or self._stopping)
+                if self._stopping:
+                    return
                 frames, self._frames = self._frames, {}
             for camera, msg in frames.items():
                 try:
@@ -116,6 +138,13 @@ class PolicyNode:
                 with self.lock:
                     self.assembler.push_image(camera, stamp_ns_of(msg), features, self.node.now_ns())
 
+    def stop_frame_worker(self) -> None:
+        """Let the frame worker finish its frame and end (a thread left inside ONNX Runtime at exit aborts)."""
+        with self._frames_ready:
+            self._stopping = True
+            self._frames_ready.notify()
+        self._frame_worker.join(timeout=5.0)
+
     def tick(self) -> None:
         self.timer_ticks += 1
         now = self.node.now_ns()
@@ -126,10 +155,15 @@ class PolicyNode:
         if obs.stamp_ns == self._last_stamp:
             self.unchanged += 1  # no new joint state since the last chunk: its answer would be the same
             return
+        if obs.stamp_ns - self._last_stamp < self._min_chunk_interval_ns:
+            return  # measured sooner after the last one than max_chunk_hz allows (stamps, not arrival times, which jitter)
+        if self._first_chunk_ns is None:
+            self._first_chunk_ns = now
         self._last_stamp = obs.stamp_ns
-        start = time.perf_counter()
+        self.observation_age.add(now, now - obs.stamp_ns)
+        start = time.perf_counter_ns()
         chunk = self.loop.step(obs, self.objects if self.params["object_poses"] else None)
-        self.inference_ms.append((time.perf_counter() - start) * 1e3)
+        self.inference_time.add(now, time.perf_counter_ns() - start)
         self.ticks += 1
         step_ns = round(chunk.step_s * 1e9)
         duration = self.types["builtin_interfaces/msg/Duration"]
@@ -140,15 +174,25 @@ class PolicyNode:
             points=[point(positions=a.astype(np.float64), velocities=empty, accelerations=empty, effort=empty,
                           time_from_start=duration(sec=k * step_ns // 10**9, nanosec=k * step_ns % 10**9))
                     for k, a in enumerate(chunk.actions)]))
+        self.publish_age.add(now, self.node.now_ns() - chunk.stamp_ns)
+
+    def _chunk_rate(self, now_ns: int) -> float:
+        """Chunks per second over the statistics window (or since the first chunk, if that is more recent)."""
+        if self._first_chunk_ns is None:
+            return 0.0
+        span_ns = min(self.inference_time.window_ns, now_ns - self._first_chunk_ns)
+        return len(self.inference_time.recent_ms(now_ns)) / max(span_ns / 1e9, 1e-9)
 
     def status(self) -> dict[str, Any]:
-        recent = list(self.inference_ms)
         stats = self.assembler.stats
-        seconds = (self.node.now_ns() - self.started_ns) / 1e9
-        return {"ticks": self.ticks, "timer_ticks": self.timer_ticks, "control_hz": self.timer_ticks / max(seconds, 1e-9),
+        now = self.node.now_ns()
+        seconds = (now - self.started_ns) / 1e9
+        return {"ticks": self.ticks, "timer_ticks": self.timer_ticks, "control_hz": self._chunk_rate(now),
+                "timer_hz": self.timer_ticks / max(seconds, 1e-9),
                 "unchanged_observations": self.unchanged,
-                "inference_ms_p50": float(np.percentile(recent, 50)) if recent else None,
-                "inference_ms_p99": float(np.percentile(recent, 99)) if recent else None,
+                "inference_ms": self.inference_time.summary(now),
+                "observation_age_ms": self.observation_age.summary(now),  # joint state stamp -> tick
+                "obs_to_publish_ms": self.publish_age.summary(now),  # joint state stamp -> chunk published
                 "providers": self.engine.providers, "rejected_images": self.rejected_images,
                 "dropped_frames": self.dropped_frames,
                 "sync": vars(self.assembler.sync.stats) if self.assembler.sync else None,

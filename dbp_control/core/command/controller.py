@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dbp_control.core.command.safety import SafetyFilter
+from dbp_control.core.latency import LatencyWindow
 
 NS = 1_000_000_000
 
@@ -57,7 +58,7 @@ class ControllerStatus:
 
 class CommandController:
     def __init__(self, safety: SafetyFilter, *, rate_hz: float, watchdog_s: float = 0.2, blend_s: float = 0.1,
-                 commit_steps: int = 0, enabled: bool = False) -> None:
+                 commit_steps: int = 0, enabled: bool = False, latency_window_s: float = 10.0) -> None:
         if not watchdog_s > 0 or blend_s < 0:
             raise ValueError(f"watchdog_s must be positive and blend_s non-negative, got {watchdog_s}, {blend_s}")
         self.safety, self.rate_hz = safety, rate_hz
@@ -70,7 +71,9 @@ class CommandController:
         self._previous_chunk: TimedChunk | None = None  # blended out
         self._newest: TimedChunk | None = None  # the latest received, waiting for the commitment to end
         self._followed_since = 0
-        self.switch_latencies_ns: list[int] = []  # per chunk taken over: that tick's time - its observation stamp
+        window_ns = int(latency_window_s * NS)
+        self.switch_latency = LatencyWindow(window_ns)  # per chunk taken over: that tick - its observation stamp
+        self.arrival_latency = LatencyWindow(window_ns)  # per chunk accepted: arrival - its observation stamp
         self._joints: np.ndarray | None = None
         self._joints_ns = 0
         self._command: np.ndarray | None = None  # the last command sent
@@ -103,6 +106,7 @@ class CommandController:
             self.status.last_rejection = reason
             return reason
         self._newest = TimedChunk(actions, int(stamp_ns), int(step_s * NS), now_ns)
+        self.arrival_latency.add(now_ns, now_ns - int(stamp_ns))
         self.status.chunks_accepted += 1
         return None
 
@@ -121,8 +125,7 @@ class CommandController:
     def _follow_newest(self, now_ns: int) -> None:
         if self._should_switch(now_ns):
             self._previous_chunk, self._chunk, self._followed_since = self._chunk, self._newest, now_ns
-            self.switch_latencies_ns.append(now_ns - self._newest.stamp_ns)  # type: ignore[union-attr]
-            del self.switch_latencies_ns[:-1000]
+            self.switch_latency.add(now_ns, now_ns - self._newest.stamp_ns)  # type: ignore[union-attr]
 
     def wants_newest(self, now_ns: int) -> bool:
         """Whether a tick now would take over the newest chunk (so the caller can tick at once)."""
