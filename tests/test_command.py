@@ -173,3 +173,16 @@ def test_latencies_are_measured_from_the_observation_stamp(controller):
     assert controller.switch_latency.summary(stamp + 7 * MS)["max"] == pytest.approx(7.0)
     controller.tick(stamp + 17 * MS)  # following the same chunk is not a second switch
     assert controller.switch_latency.summary(stamp + 17 * MS)["n"] == 1
+
+
+def test_after_enabling_only_plans_from_newer_observations_are_followed(controller):
+    controller.set_enabled(False)
+    controller.set_enabled(True, now_ns=100 * MS)
+    controller.on_joint_state(np.zeros(14), 100 * MS)
+    # planned from an observation before enabling (before a reset, say), arriving after it: ignored
+    assert controller.on_chunk(np.full((16, 14), 0.5), stamp_ns=95 * MS, step_s=0.01, now_ns=101 * MS) is None
+    assert controller.status.chunks_before_enable == 1
+    controller.tick(102 * MS)
+    assert controller.status.reason == "no action chunk yet"
+    controller.on_chunk(ramp(np.zeros(14), 0.001), stamp_ns=102 * MS, step_s=0.01, now_ns=104 * MS)
+    assert controller.tick(104 * MS) is not None and not controller.status.holding

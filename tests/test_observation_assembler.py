@@ -62,6 +62,9 @@ def test_history_picks_observations_a_training_step_apart():
     early = ObservationHistory(n_obs_steps=3, step_s=0.1)
     early.push(assembler.observation(300 * MS))
     assert [o.stamp_ns // MS for o in early.window()] == [290, 290, 290]  # padded like the training windows
+    history.clear()  # the robot was re-enabled (after a reset): nothing from before may read as motion
+    history.push(assembler.observation(300 * MS))
+    assert [o.stamp_ns // MS for o in history.window()] == [290, 290]
 
 
 def test_frames_of_another_encoding_or_size_are_rejected_with_the_reason():

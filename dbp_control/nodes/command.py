@@ -57,7 +57,7 @@ class DualArmCommand:
         node.subscribe(CHANNELS["joint_states"], self.on_joint_state)
         node.subscribe(CHANNELS["action_chunk"], self.on_chunk)
         node.subscribe(CHANNELS["emergency_stop"], lambda msg: msg.data and self.emergency_stop())
-        node.subscribe(CHANNELS["enable"], lambda msg: self.controller.set_enabled(bool(msg.data)))
+        node.subscribe(CHANNELS["enable"], lambda msg: self.controller.set_enabled(bool(msg.data), node.now_ns()))
         node.timer(1.0 / p["rate_hz"], self.tick)
         node.timer(1.0 / CHANNELS["command_status"].rate_hz, self.publish_status)
 
@@ -103,7 +103,7 @@ class DualArmCommand:
         now = self.node.now_ns()
         return {"holding": s.holding, "reason": s.reason, "enabled": self.controller.enabled,
                 "estopped": self.controller.estopped, "chunks_accepted": s.chunks_accepted,
-                "chunks_rejected": s.chunks_rejected, "last_rejection": s.last_rejection, "holds": s.holds,
+                "chunks_rejected": s.chunks_rejected, "chunks_before_enable": s.chunks_before_enable, "last_rejection": s.last_rejection, "holds": s.holds,
                 "clamped_position": report.clamped_position, "limited_velocity": report.limited_velocity,
                 # observation stamp -> the first command from its chunk; -> its chunk's arrival (every chunk)
                 "obs_to_command_ms": self.controller.switch_latency.summary(now),

@@ -86,6 +86,8 @@ class PolicyNode:
         self.timer_ticks = 0  # control timer ticks, with or without a new joint state
         self.started_ns = node.now_ns()
         self.unchanged = 0
+        self.restarts = 0  # history restarts when /dbp/enable turns true
+        self._enabled = False  # as last seen on /dbp/enable
         self._last_stamp = -(2**62)  # the joint state stamp of the last chunk
         self._joint_order: list[int] | None = None
         self.chunk_publisher = node.publisher(CHANNELS["action_chunk"])
@@ -100,6 +102,7 @@ class PolicyNode:
                 raise ValueError(f"policy parameter {name} must be positive, got {p[name]}")
         self._min_chunk_interval_ns = int(1e9 / p["max_chunk_hz"])
         self._first_chunk_ns: int | None = None
+        node.subscribe(CHANNELS["enable"], self.on_enable)
         node.timer(1.0 / p["timer_hz"], self.tick)
         node.timer(1.0 / CHANNELS["policy_status"].rate_hz, self.publish_status)
 
@@ -137,6 +140,14 @@ class PolicyNode:
                     continue
                 with self.lock:
                     self.assembler.push_image(camera, stamp_ns_of(msg), features, self.node.now_ns())
+
+    def on_enable(self, msg: Any) -> None:
+        enabled = bool(msg.data)
+        if enabled and not self._enabled:
+            # the command node follows only plans from observations after this: start them afresh
+            self.loop.restart()
+            self.restarts += 1
+        self._enabled = enabled
 
     def stop_frame_worker(self) -> None:
         """Let the frame worker finish its frame and end (a thread left inside ONNX Runtime at exit aborts)."""
@@ -189,7 +200,7 @@ class PolicyNode:
         seconds = (now - self.started_ns) / 1e9
         return {"ticks": self.ticks, "timer_ticks": self.timer_ticks, "control_hz": self._chunk_rate(now),
                 "timer_hz": self.timer_ticks / max(seconds, 1e-9),
-                "unchanged_observations": self.unchanged,
+                "unchanged_observations": self.unchanged, "restarts": self.restarts,
                 "inference_ms": self.inference_time.summary(now),
                 "observation_age_ms": self.observation_age.summary(now),  # joint state stamp -> tick
                 "obs_to_publish_ms": self.publish_age.summary(now),  # joint state stamp -> chunk published

@@ -52,6 +52,7 @@ class ControllerStatus:
     chunks_accepted: int = 0
     chunks_rejected: int = 0
     chunks_duplicate: int = 0  # the same observation's chunk again: ignored
+    chunks_before_enable: int = 0  # answering an observation from before the last enable: ignored
     last_rejection: str = ""
     holds: dict[str, int] = field(default_factory=dict)  # ticks held, per reason
 
@@ -79,6 +80,7 @@ class CommandController:
         self._command: np.ndarray | None = None  # the last command sent
         self._hold: np.ndarray | None = None
         self._last_tick_ns: int | None = None
+        self._enabled_at_ns = -(2**62)  # chunks answering older observations are ignored
 
     # -- inputs ------------------------------------------------------------------------------------
     def on_joint_state(self, positions: np.ndarray, now_ns: int) -> None:
@@ -101,6 +103,9 @@ class CommandController:
             return None
         elif self._newest is not None and stamp_ns < self._newest.stamp_ns:
             reason = "chunk is older than the current one (out of order)"
+        elif stamp_ns < self._enabled_at_ns:
+            self.status.chunks_before_enable += 1  # planned before enabling: expected, not an error
+            return None
         if reason is not None:
             self.status.chunks_rejected += 1
             self.status.last_rejection = reason
@@ -131,12 +136,15 @@ class CommandController:
         """Whether a tick now would take over the newest chunk (so the caller can tick at once)."""
         return self._should_switch(now_ns)
 
-    def set_enabled(self, enabled: bool) -> None:
-        """Enabling also clears an emergency stop; the arms then follow only chunks that arrive afterwards."""
+    def set_enabled(self, enabled: bool, now_ns: int | None = None) -> None:
+        """Enabling also clears an emergency stop; the arms then follow only chunks that arrive afterwards
+        and (given `now_ns`) answer observations made at or after it: a plan from before (a simulation reset,
+        an arm moved by hand) is not followed."""
         if enabled and not self.enabled:
             self._chunk = self._previous_chunk = self._newest = None
             self._command = self._hold = None  # start again from the measured position, wherever the arm is now
             self.estopped = False
+            self._enabled_at_ns = now_ns if now_ns is not None else -(2**62)
         self.enabled = enabled
 
     def emergency_stop(self) -> None:

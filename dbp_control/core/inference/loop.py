@@ -46,6 +46,13 @@ class InferenceLoop:
         frame = resize_rgb(decode_image(msg), self.engine.image_size(camera))
         return self.engine.encode(camera, np.ascontiguousarray(frame))
 
+    def restart(self) -> None:
+        """Start over as at an episode's start (the robot was just enabled): the observation history is padded
+        from the next observation and the noise redrawn. Otherwise the first plan after a reset or a pause
+        would read the jump from the old state to the new one as motion."""
+        self.history.clear()
+        self._noise = None
+
     def step(self, obs: Observation, extra_state: np.ndarray | None = None) -> Chunk:
         """`extra_state`: appended to the joint positions (the object poses, for state policies in simulation)."""
         if extra_state is not None:

@@ -126,6 +126,10 @@ class ObservationHistory:
         while self._buffer and obs.stamp_ns - self._buffer[0].stamp_ns > self._keep_ns:
             self._buffer.popleft()
 
+    def clear(self) -> None:
+        """Forget every observation: the next window is padded from the next one, as at an episode's start."""
+        self._buffer.clear()
+
     def window(self) -> list[Observation]:
         if not self._buffer:
             raise ValueError("no observation yet")
