@@ -65,7 +65,10 @@ class SimRobot:
         node.timer(1.0 / CHANNELS["object_poses"].rate_hz, self.publish_objects)
         node.timer(1.0 / CHANNELS["sim_status"].rate_hz, self.publish_status)
         if p["cameras"]:
-            node.timer(1.0 / CHANNELS["head_image"].rate_hz, self.publish_cameras)
+            # one camera per tick, in turn (each still at its rate): rendering all three at once would hold the
+            # executor, and with it the joint states and the physics, for three renders in a row
+            node.timer(1.0 / (CHANNELS["head_image"].rate_hz * len(CAMERAS)), self.publish_next_camera)
+            self._next_camera = 0
 
     def reset(self, seed: int) -> None:
         self.task.reset(self.sim, seed)
@@ -113,15 +116,16 @@ class SimRobot:
         self._publishers["object_poses"].publish(
             pose_array_msg(self.distro, self.node.now_ns(), channel.frame_id, self.sim.object_poses()))
 
-    def publish_cameras(self) -> None:
-        for cam in CAMERAS:
-            stamp = self.node.now_ns()
-            image, info = CHANNELS[f"{cam}_image"], CHANNELS[f"{cam}_camera_info"]
-            if self.params["render"] or cam not in self._frames:
-                self._frames[cam] = self.sim.render(cam)
-            self._publishers[f"{cam}_image"].publish(image_msg(self.distro, stamp, image.frame_id, self._frames[cam]))
-            self._publishers[f"{cam}_camera_info"].publish(
-                camera_info_msg(self.distro, stamp, info.frame_id, self.sim.intrinsics[cam]))
+    def publish_next_camera(self) -> None:
+        cam = CAMERAS[self._next_camera]
+        self._next_camera = (self._next_camera + 1) % len(CAMERAS)
+        stamp = self.node.now_ns()
+        image, info = CHANNELS[f"{cam}_image"], CHANNELS[f"{cam}_camera_info"]
+        if self.params["render"] or cam not in self._frames:
+            self._frames[cam] = self.sim.render(cam)
+        self._publishers[f"{cam}_image"].publish(image_msg(self.distro, stamp, image.frame_id, self._frames[cam]))
+        self._publishers[f"{cam}_camera_info"].publish(
+            camera_info_msg(self.distro, stamp, info.frame_id, self.sim.intrinsics[cam]))
 
     def status(self) -> dict[str, Any]:
         return {"task": self.task.name, "seed": self.seed, "time": round(self.sim.time, 4),
