@@ -6,31 +6,34 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
 
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.command.safety import load_joint_limits
-from dbp_control.core.data.bags import typestore
+from dbp_control.core.data.bags import read_bag, read_episode_info, typestore
 from dbp_control.core.data.dataset import JOINTS
+from dbp_control.core.layout import CAMERAS
 from dbp_control.middleware.zenoh_backend import ZenohNode
 from dbp_control.nodes.processes import free_endpoint
 
 
 
 @pytest.fixture()
-def graph():
+def graph(tmp_path):
     endpoint = free_endpoint()
     process = subprocess.Popen(
         [sys.executable, "-m", "dbp_control.cli.main", "launch", "sim", "--endpoint", endpoint, "--duration", "60",
-         "--set", "sim_robot.seed=100003", "--set", "sim_robot.cameras=false"],
+         "--set", "sim_robot.seed=100003", "--set", "sim_robot.image_height=48", "--set", "sim_robot.image_width=64",
+         "--set", f"recorder.out_dir={tmp_path / 'bags'}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in process.stdout:  # the launcher hosts the router: it is up once the nodes are being started
         if line.startswith("dbp launch sim:"):
             break
     probe = ZenohNode("e2e_probe", endpoint=endpoint)
-    seen: dict[str, list] = {"commands": [], "status": [], "sim": [], "policy": []}
+    seen: dict[str, list] = {"commands": [], "status": [], "sim": [], "policy": [], "recorder": []}
     lock = threading.Lock()
 
     def keep(key, convert):
@@ -44,8 +47,9 @@ def graph():
     probe.subscribe(CHANNELS["command_status"], keep("status", lambda m: json.loads(m.data)))
     probe.subscribe(CHANNELS["policy_status"], keep("policy", lambda m: json.loads(m.data)))
     probe.subscribe(CHANNELS["sim_status"], keep("sim", lambda m: json.loads(m.data)))
+    probe.subscribe(CHANNELS["recorder_status"], keep("recorder", lambda m: json.loads(m.data)))
     threading.Thread(target=probe.spin, daemon=True).start()
-    yield probe, seen, lock, process
+    yield probe, seen, lock, process, tmp_path / "bags"
     process.terminate()
     output = process.communicate(timeout=30)[0]
     probe.shutdown()
@@ -62,9 +66,22 @@ def wait_for(predicate, seconds):
 
 
 def test_the_default_policy_lifts_the_cube_through_the_graph_and_the_watchdog_holds_when_it_stops(graph):
-    probe, seen, lock, process = graph
+    probe, seen, lock, process, bags = graph
+    types = typestore("humble").types
+    control = probe.publisher(CHANNELS["episode_control"])
+    assert wait_for(lambda: seen["recorder"], 60)
+    control.publish(types["std_msgs/msg/String"](data='start {"seed": 100003}'))  # recorded while it runs
     assert wait_for(lambda: seen["policy"] and seen["policy"][-1]["ticks"] > 100, 60), process.stdout
     assert wait_for(lambda: seen["sim"] and seen["sim"][-1]["success"], 20), seen["sim"][-1:]
+    control.publish(types["std_msgs/msg/String"](data="success"))
+    control.publish(types["std_msgs/msg/String"](data="stop"))
+    assert wait_for(lambda: seen["recorder"][-1]["episodes"] == 1 and not seen["recorder"][-1]["recording"], 10)
+    (bag,) = [p for p in bags.iterdir() if not p.name.startswith(".")]
+    recorded = Counter(m.topic for m in read_bag(bag))  # every message deserialises
+    expected = [CHANNELS[name].topic for name in ("joint_states", "left_arm_command", "right_arm_command", "object_poses")]
+    expected += [CHANNELS[f"{cam}_{kind}"].topic for cam in CAMERAS for kind in ("image", "camera_info")]
+    assert all(recorded[topic] > 10 for topic in expected), recorded
+    assert read_episode_info(bag)["success"] is True
     with lock:
         policy, status, commands = seen["policy"][-1], seen["status"][-1], list(seen["commands"])
     # the control loop ran at (nearly) its 100 Hz target, and observation-to-command latency was measured

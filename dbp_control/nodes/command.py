@@ -103,7 +103,8 @@ class DualArmCommand:
         now = self.node.now_ns()
         return {"holding": s.holding, "reason": s.reason, "enabled": self.controller.enabled,
                 "estopped": self.controller.estopped, "chunks_accepted": s.chunks_accepted,
-                "chunks_rejected": s.chunks_rejected, "chunks_before_enable": s.chunks_before_enable, "last_rejection": s.last_rejection, "holds": s.holds,
+                "chunks_rejected": s.chunks_rejected, "chunks_before_enable": s.chunks_before_enable,
+                "last_rejection": s.last_rejection, "holds": s.holds,
                 "clamped_position": report.clamped_position, "limited_velocity": report.limited_velocity,
                 # observation stamp -> the first command from its chunk; -> its chunk's arrival (every chunk)
                 "obs_to_command_ms": self.controller.switch_latency.summary(now),

@@ -1,7 +1,7 @@
 """`dbp demo` (what `make demo` runs): the simulated dual-arm robot driven by the default policy through
-the node graph — simulated robot, policy (observation + inference), command node and recorder, each a
-process over Zenoh — for a few episodes. Prints success, control rate and observation-to-command
-latency; leaves one bag per episode and a plot."""
+the node graph of `dbp launch sim` — simulated robot, policy (observation + inference), command node and
+recorder, each a process over Zenoh — for a few episodes. Prints success, control rate and
+observation-to-command latency; leaves one bag per episode and a plot."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.data.bags import read_bag, typestore
 from dbp_control.core.evaluation.closed_loop import TIME_LIMIT_S
-from dbp_control.core.paths import CONFIG_DIR
+from dbp_control.nodes.launcher import mode_arguments
 from dbp_control.nodes.processes import NodeProcesses
 
 
@@ -31,11 +30,10 @@ class DemoEpisode:
 def run_demo(out_dir: Path, *, episodes: int = 5, first_seed: int = 100_000, task: str = "lift") -> dict:
     out_dir = Path(out_dir)
     bags = out_dir / "bags"
-    sim_params = ["--params", str(CONFIG_DIR / "policy.yaml"), "--params", str(CONFIG_DIR / "modes" / "sim.yaml")]
-    nodes = {"sim_robot": ["sim_robot", "--set", f"task={task}"],
-             "policy": ["policy", *sim_params, "--set", f"stats_window_s={WHOLE_RUN_S}"],
-             "dual_arm_command": ["dual_arm_command", "--set", f"latency_window_s={WHOLE_RUN_S}"],
-             "recorder": ["recorder", "--set", f"out_dir={bags}", "--set", "object_poses=true", "--set", f"task={task}"]}
+    earlier = set(bags.iterdir()) if bags.is_dir() else set()  # bags of earlier runs stay, and are not counted
+    nodes = mode_arguments("sim", {"sim_robot": [f"task={task}"], "policy": [f"stats_window_s={WHOLE_RUN_S}"],
+                                   "dual_arm_command": [f"latency_window_s={WHOLE_RUN_S}"],
+                                   "recorder": [f"out_dir={bags}", f"task={task}"]})
     statuses = {"sim": "sim_status", "policy": "policy_status", "command": "command_status", "recorder": "recorder_status"}
     results: list[DemoEpisode] = []
     with NodeProcesses(nodes, statuses) as graph:
@@ -74,7 +72,7 @@ def run_demo(out_dir: Path, *, episodes: int = 5, first_seed: int = 100_000, tas
     summary = {"task": task, "episodes": [vars(e) for e in results], "successes": sum(e.success for e in results),
                "control_hz": policy["control_hz"], "inference_ms": policy["inference_ms"],
                "obs_to_command_ms": command["obs_to_command_ms"],
-               "bags": sorted(str(p) for p in bags.iterdir() if not p.name.startswith("."))}
+               "bags": sorted(str(p) for p in set(bags.iterdir()) - earlier if not p.name.startswith("."))}
     (out_dir / "demo.json").write_text(json.dumps(summary, indent=2))
     plot_demo(summary, out_dir / "demo.png")
     return summary

@@ -13,18 +13,25 @@ from dbp_control.nodes.graph import mode_nodes
 from dbp_control.nodes.processes import NodeProcesses
 
 
-def launch(mode: str, *, endpoint: str = DEFAULT_ENDPOINT, overrides: Mapping[str, Sequence[str]] | None = None,
-           duration_s: float | None = None, distro: str = "humble") -> int:
+def mode_arguments(mode: str, overrides: Mapping[str, Sequence[str]] | None = None,
+                   distro: str = "humble") -> dict[str, list[str]]:
+    """The `dbp node` arguments of each node of `mode` (config/graph.yaml), with `overrides`:
+    {node: ["NAME=VALUE", ...]} on top of its parameter files."""
     nodes = mode_nodes(mode)
     unknown = sorted(set(overrides or {}) - {n.name for n in nodes})
     if unknown:
         raise ValueError(f"--set names node(s) {unknown} that mode {mode!r} does not run")
-    arguments = {
+    return {
         node.name: [node.executable, "--name", node.name, "--distro", distro,
                     *(a for path in node.parameter_files for a in ("--params", str(path))),
                     *(a for pair in (overrides or {}).get(node.name, []) for a in ("--set", pair))]
         for node in nodes
     }
+
+
+def launch(mode: str, *, endpoint: str = DEFAULT_ENDPOINT, overrides: Mapping[str, Sequence[str]] | None = None,
+           duration_s: float | None = None, distro: str = "humble") -> int:
+    arguments = mode_arguments(mode, overrides, distro)
     stop = False
 
     def request_stop(*_: object) -> None:
