@@ -32,7 +32,8 @@ def run_demo(out_dir: Path, *, episodes: int = 5, first_seed: int = 100_000, tas
     bags = out_dir / "bags"
     earlier = set(bags.iterdir()) if bags.is_dir() else set()  # bags of earlier runs stay, and are not counted
     nodes = mode_arguments("sim", {"sim_robot": [f"task={task}"], "policy": [f"stats_window_s={WHOLE_RUN_S}"],
-                                   "dual_arm_command": [f"latency_window_s={WHOLE_RUN_S}"],
+                                   # nothing moves before the first episode enables the command node
+                                   "dual_arm_command": [f"latency_window_s={WHOLE_RUN_S}", "enabled=false"],
                                    "recorder": [f"out_dir={bags}", f"task={task}"]})
     statuses = {"sim": "sim_status", "policy": "policy_status", "command": "command_status", "recorder": "recorder_status"}
     results: list[DemoEpisode] = []
