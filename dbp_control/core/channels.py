@@ -55,8 +55,10 @@ CHANNELS: dict[str, Channel] = {
                                       Qos.SENSOR_DATA, 30.0, camera_frame(cam))
         for cam in CAMERAS
     },
-    # one pose per movable object (dbp_control.core.sim.scene.MOVABLE_OBJECTS order), for state-based policies
-    "object_poses": Channel("/sim/object_poses", "geometry_msgs/msg/PoseArray", Qos.SENSOR_DATA, 50.0, "world",
+    # one pose per movable object (dbp_control.core.sim.scene.MOVABLE_OBJECTS order), for state-based policies;
+    # published with every joint state, under its stamp, so a state observation pairs the two exactly
+    # (at 50 Hz on their own, poses up to 20 ms older than the joints made the default policy fumble grasps)
+    "object_poses": Channel("/sim/object_poses", "geometry_msgs/msg/PoseArray", Qos.SENSOR_DATA, 125.0, "world",
                             sim_only=True),
     # the policy graph's own topics: chunks from inference to the command node (one point per chunk step,
     # stamped with the observation they answer), safety controls, and diagnostics as JSON

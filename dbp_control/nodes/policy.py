@@ -76,7 +76,8 @@ class PolicyNode:
             self._frame_worker.start()
             node.on_shutdown(self.stop_frame_worker)
         self.types = typestore(node.distro).types
-        self.objects: np.ndarray | None = None
+        self.objects: np.ndarray | None = None  # the simulator's object poses, published with each joint state
+        self.objects_stamp_ns = -(2**62)
         self.rejected_images = 0
         window_ns = int(p["stats_window_s"] * 1e9)
         self.inference_time = LatencyWindow(window_ns)  # one chunk's inference (head; features come before)
@@ -96,7 +97,7 @@ class PolicyNode:
         for cam in self.engine.cameras:
             node.subscribe(CHANNELS[f"{cam}_image"], lambda msg, cam=cam: self.on_image(cam, msg))
         if p["object_poses"]:
-            node.subscribe(CHANNELS["object_poses"], lambda msg: setattr(self, "objects", poses_of(msg).reshape(-1)))
+            node.subscribe(CHANNELS["object_poses"], self.on_object_poses)
         for name in ("timer_hz", "max_chunk_hz"):
             if not p[name] > 0:
                 raise ValueError(f"policy parameter {name} must be positive, got {p[name]}")
@@ -105,6 +106,9 @@ class PolicyNode:
         node.subscribe(CHANNELS["enable"], self.on_enable)
         node.timer(1.0 / p["timer_hz"], self.tick)
         node.timer(1.0 / CHANNELS["policy_status"].rate_hz, self.publish_status)
+
+    def on_object_poses(self, msg: Any) -> None:
+        self.objects, self.objects_stamp_ns = poses_of(msg).reshape(-1), stamp_ns_of(msg)
 
     def on_joint_state(self, msg: Any) -> None:
         names = list(msg.name)
@@ -161,8 +165,10 @@ class PolicyNode:
         now = self.node.now_ns()
         with self.lock:
             obs = self.assembler.observation(now)
-        if obs is None or (self.params["object_poses"] and self.objects is None):
+        if obs is None:
             return
+        if self.params["object_poses"] and self.objects_stamp_ns < obs.stamp_ns:
+            return  # the poses stamped with this joint state are still on their way: the next tick has them
         if obs.stamp_ns == self._last_stamp:
             self.unchanged += 1  # no new joint state since the last chunk: its answer would be the same
             return

@@ -62,7 +62,6 @@ class SimRobot:
         node.subscribe(CHANNELS["sim_reset"], lambda msg: self.reset(int(msg.data)))
         self.reset(p["seed"])
         node.timer(1.0 / CHANNELS["joint_states"].rate_hz, self.on_joint_timer)
-        node.timer(1.0 / CHANNELS["object_poses"].rate_hz, self.publish_objects)
         node.timer(1.0 / CHANNELS["sim_status"].rate_hz, self.publish_status)
         if p["cameras"]:
             # one camera per tick, in turn (each still at its rate): rendering all three at once would hold the
@@ -110,11 +109,9 @@ class SimRobot:
         stamp = self.node.now_ns()
         self._publishers["joint_states"].publish(
             joint_state_msg(self.distro, stamp, state.names, state.position, state.velocity))
-
-    def publish_objects(self) -> None:
-        channel = CHANNELS["object_poses"]
-        self._publishers["object_poses"].publish(
-            pose_array_msg(self.distro, self.node.now_ns(), channel.frame_id, self.sim.object_poses()))
+        objects = CHANNELS["object_poses"]  # with the joint state, under its stamp
+        self._publishers["object_poses"].publish(pose_array_msg(self.distro, stamp, objects.frame_id,
+                                                                self.sim.object_poses()))
 
     def publish_next_camera(self) -> None:
         cam = CAMERAS[self._next_camera]
