@@ -40,6 +40,13 @@ CHANNELS: dict[str, Channel] = {
         )
         for side in SIDES
     },
+    **{  # the option for drivers running ros2_controllers' joint_trajectory_controller instead
+        f"{side}_arm_trajectory": Channel(
+            f"/{side}_arm/joint_trajectory_controller/joint_trajectory", "trajectory_msgs/msg/JointTrajectory",
+            Qos.RELIABLE, 50.0,
+        )
+        for side in SIDES
+    },
     **{
         f"{cam}_image": Channel(f"/{cam}_camera/color/image_raw", "sensor_msgs/msg/Image", Qos.SENSOR_DATA, 30.0,
                                 camera_frame(cam))

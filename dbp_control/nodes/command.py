@@ -1,5 +1,9 @@
 """The dual-arm command node: action chunks in, per-arm position commands out at the driver rate, through
-the safety filter and watchdog (`dbp_control.core.command`), which the policy cannot bypass."""
+the safety filter and watchdog (`dbp_control.core.command`), which the policy cannot bypass.
+
+Commands go to each arm's forward_position_controller (`std_msgs/Float64MultiArray`, the default) or, with
+`command_type: trajectory`, to its joint_trajectory_controller as a one-point `JointTrajectory` due one
+command period after arrival, so the controller interpolates between consecutive commands."""
 
 from __future__ import annotations
 
@@ -12,14 +16,16 @@ import numpy as np
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.command.controller import CommandController
 from dbp_control.core.command.safety import DEFAULT_LIMITS_FILE, SafetyFilter, load_joint_limits
-from dbp_control.core.data.bags import float64_array_msg, stamp_ns_of, typestore
+from dbp_control.core.data.bags import float64_array_msg, joint_trajectory_msg, stamp_ns_of, typestore
 from dbp_control.core.layout import SIDES, joint_names
 from dbp_control.middleware.port import Node
 
 NAME = "dual_arm_command"
 JOINTS = [n for side in SIDES for n in joint_names(side)]
+COMMAND_TYPES = {"position": "arm_command", "trajectory": "arm_trajectory"}  # command_type -> channel per arm
 DEFAULTS: dict[str, Any] = {
     "rate_hz": CHANNELS["left_arm_command"].rate_hz,  # commands per second to each arm, as recorded
+    "command_type": "position",  # position: forward_position_controller; trajectory: joint_trajectory_controller
     "watchdog_s": 0.2,  # hold when observations or actions are older than this
     "blend_s": 0.05,  # a newer chunk takes over within this time
     "commit_steps": 8,  # chunk steps followed before switching to the newest chunk (the policy's n_action_steps)
@@ -46,12 +52,14 @@ class DualArmCommand:
     def __init__(self, node: Node) -> None:
         self.node = node
         p = self.params = node.parameters(DEFAULTS)
+        if p["command_type"] not in COMMAND_TYPES:
+            raise ValueError(f"command_type must be one of {sorted(COMMAND_TYPES)}, got {p['command_type']!r}")
         limits = load_joint_limits(JOINTS, Path(p["joint_limits_file"]) if p["joint_limits_file"] else DEFAULT_LIMITS_FILE)
         self.controller = CommandController(SafetyFilter(limits, p["rate_hz"]), rate_hz=p["rate_hz"],
                                             watchdog_s=p["watchdog_s"], blend_s=p["blend_s"], commit_steps=p["commit_steps"],
                                             enabled=p["enabled"], latency_window_s=p["latency_window_s"])
         self.types = typestore(node.distro).types
-        self.arms = {side: node.publisher(CHANNELS[f"{side}_arm_command"]) for side in SIDES}
+        self.arms = {side: node.publisher(CHANNELS[f"{side}_{COMMAND_TYPES[p['command_type']]}"]) for side in SIDES}
         self.status_publisher = node.publisher(CHANNELS["command_status"])
         self._joint_order: list[int] | None = None
         node.subscribe(CHANNELS["joint_states"], self.on_joint_state)
@@ -96,7 +104,12 @@ class DualArmCommand:
         if command is None:
             return
         for i, side in enumerate(SIDES):
-            self.arms[side].publish(float64_array_msg(self.node.distro, command[7 * i : 7 * i + 7]))
+            values = command[7 * i : 7 * i + 7]
+            if self.params["command_type"] == "position":
+                self.arms[side].publish(float64_array_msg(self.node.distro, values))
+            else:  # stamp 0: the controller starts the point on arrival
+                self.arms[side].publish(joint_trajectory_msg(self.node.distro, 0, "", joint_names(side), values[None],
+                                                             0.0, first_s=1.0 / self.params["rate_hz"]))
 
     def status(self) -> dict[str, Any]:
         s, report = self.controller.status, self.controller.safety.report

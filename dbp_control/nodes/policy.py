@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from dbp_control.core.channels import CHANNELS
-from dbp_control.core.data.bags import header, poses_of, stamp_ns_of, typestore
+from dbp_control.core.data.bags import joint_trajectory_msg, poses_of, stamp_ns_of, typestore
 from dbp_control.core.inference.engine import LiveConfig, PolicyEngine, check_live_config
 from dbp_control.core.inference.loop import InferenceLoop
 from dbp_control.core.latency import LatencyWindow
@@ -182,15 +182,8 @@ class PolicyNode:
         chunk = self.loop.step(obs, self.objects if self.params["object_poses"] else None)
         self.inference_time.add(now, time.perf_counter_ns() - start)
         self.ticks += 1
-        step_ns = round(chunk.step_s * 1e9)
-        duration = self.types["builtin_interfaces/msg/Duration"]
-        point = self.types["trajectory_msgs/msg/JointTrajectoryPoint"]
-        empty = np.zeros(0)
-        self.chunk_publisher.publish(self.types["trajectory_msgs/msg/JointTrajectory"](
-            header=header(self.node.distro, chunk.stamp_ns, "world"), joint_names=JOINTS,
-            points=[point(positions=a.astype(np.float64), velocities=empty, accelerations=empty, effort=empty,
-                          time_from_start=duration(sec=k * step_ns // 10**9, nanosec=k * step_ns % 10**9))
-                    for k, a in enumerate(chunk.actions)]))
+        self.chunk_publisher.publish(joint_trajectory_msg(self.node.distro, chunk.stamp_ns, "world", JOINTS,
+                                                          chunk.actions, chunk.step_s))
         self.publish_age.add(now, self.node.now_ns() - chunk.stamp_ns)
 
     def _chunk_rate(self, now_ns: int) -> float:

@@ -2,7 +2,8 @@
 drivers and cameras do, so the live graph runs against it unchanged.
 
 Publishes joint states, the three cameras (Image + CameraInfo), the object poses and an episode status;
-takes per-arm position commands and a reset (seed) that starts a new episode. The physics follows the
+takes per-arm commands (as a forward_position_controller or a joint_trajectory_controller would: the last
+point of a trajectory is the target) and a reset (seed) that starts a new episode. The physics follows the
 wall clock (times `real_time_factor`); every stamp is the wall-clock time of the state it describes.
 """
 
@@ -58,7 +59,8 @@ class SimRobot:
                             ("joint_states", "object_poses", "sim_status",
                              *(f"{cam}_{kind}" for cam in CAMERAS for kind in ("image", "camera_info")))}
         for i, side in enumerate(SIDES):
-            node.subscribe(CHANNELS[f"{side}_arm_command"], lambda msg, i=i: self.on_command(i, msg))
+            node.subscribe(CHANNELS[f"{side}_arm_command"], lambda msg, i=i: self.on_command(i, msg.data))
+            node.subscribe(CHANNELS[f"{side}_arm_trajectory"], lambda msg, i=i: self.on_trajectory(i, msg))
         node.subscribe(CHANNELS["sim_reset"], lambda msg: self.reset(int(msg.data)))
         self.reset(p["seed"])
         node.timer(1.0 / CHANNELS["joint_states"].rate_hz, self.on_joint_timer)
@@ -79,8 +81,18 @@ class SimRobot:
         self.start_ns = self.node.now_ns()
         self.node.logger.info("episode %s seed %d started", self.task.name, seed)
 
-    def on_command(self, arm: int, msg: Any) -> None:
-        values = np.asarray(msg.data, dtype=np.float64)
+    def on_trajectory(self, arm: int, msg: Any) -> None:
+        names, wanted = list(msg.joint_names), joint_names(SIDES[arm])
+        if sorted(names) != sorted(wanted) or not msg.points:
+            self.rejected += 1
+            self.node.logger.warning("rejected %s arm trajectory: joints %s, %d points (expected %s, at least one)",
+                                     SIDES[arm], names, len(msg.points), wanted)
+            return
+        positions = np.asarray(msg.points[-1].positions, dtype=np.float64)
+        self.on_command(arm, positions[[names.index(j) for j in wanted]] if positions.size == len(names) else positions)
+
+    def on_command(self, arm: int, data: Any) -> None:
+        values = np.asarray(data, dtype=np.float64)
         side = SIDES[arm]
         if values.shape != (len(joint_names(side)),) or not np.isfinite(values).all():
             self.rejected += 1

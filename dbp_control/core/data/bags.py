@@ -99,6 +99,27 @@ def float64_array_msg(distro: str, values: np.ndarray) -> Any:
     return ts.types["std_msgs/msg/Float64MultiArray"](layout=layout, data=np.asarray(values, dtype=np.float64))
 
 
+def joint_trajectory_msg(distro: str, stamp_ns: int, frame_id: str, names: list[str], positions: np.ndarray,
+                         step_s: float, first_s: float = 0.0) -> Any:
+    """[T, D] joint positions -> trajectory_msgs/msg/JointTrajectory, point k due `first_s + k * step_s` after
+    the header stamp (a zero stamp: start on arrival, as joint_trajectory_controller reads it)."""
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[1] != len(names):
+        raise ValueError(f"positions must be [T, {len(names)}] for joints {names}, got {positions.shape}")
+    t = typestore(distro).types
+    empty = np.zeros(0, dtype=np.float64)
+
+    def due(k: int) -> Any:
+        sec, nanosec = divmod(round((first_s + k * step_s) * 1e9), 1_000_000_000)
+        return t["builtin_interfaces/msg/Duration"](sec=sec, nanosec=nanosec)
+
+    return t["trajectory_msgs/msg/JointTrajectory"](header=header(distro, stamp_ns, frame_id), joint_names=list(names),
+                                                     points=[t["trajectory_msgs/msg/JointTrajectoryPoint"](
+                                                         positions=row, velocities=empty, accelerations=empty,
+                                                         effort=empty, time_from_start=due(k))
+                                                         for k, row in enumerate(positions)])
+
+
 def pose_array_msg(distro: str, stamp_ns: int, frame_id: str, poses: np.ndarray) -> Any:
     """[N, 7] rows of position and quaternion (w, x, y, z) -> geometry_msgs/msg/PoseArray."""
     poses = np.asarray(poses, dtype=np.float64)
