@@ -155,3 +155,48 @@ def test_faults_kill_the_policy_bad_chunks_and_bad_images(tmp_path):
                 process.wait(timeout=20)
         probe.shutdown()
         router.close()
+
+
+def test_images_of_the_wrong_encoding_or_size_are_rejected_and_the_loop_goes_on(tmp_path):
+    """An image policy (three cameras, exported untrained) with the simulated robot's joint states and frames
+    streamed by this test at 10 Hz; head frames of another encoding, or with too little data, are rejected
+    with the reason, and chunks keep coming."""
+    import queue
+
+    from dbp_control.core.data.bags import image_msg
+    from dbp_control.nodes.bench_graph import image_policy_model
+    from dbp_control.nodes.processes import NodeProcesses
+
+    model = image_policy_model(tmp_path)
+    nodes = {"sim_robot": ["sim_robot", "--set", "cameras=false"], "policy": ["policy", "--set", f"model={model}"]}
+    with NodeProcesses(nodes, {"policy": "policy_status"}) as graph:
+        publishers = {cam: graph.probe.publisher(CHANNELS[f"{cam}_image"]) for cam in CAMERAS}
+        bad_frames: queue.SimpleQueue = queue.SimpleQueue()
+        streaming = threading.Event()
+        streaming.set()
+
+        def stream():  # frames stamped now (the joint states are too); a bad head frame takes a good one's turn
+            while streaming.is_set():
+                for cam, publisher in publishers.items():
+                    msg = image_msg("humble", time.time_ns(), CHANNELS[f"{cam}_image"].frame_id,
+                                    np.zeros((48, 64, 3), np.uint8))
+                    if cam == "head" and not bad_frames.empty():
+                        spoil = bad_frames.get()
+                        spoil(msg)
+                    publisher.publish(msg)
+                time.sleep(0.1)  # 10 Hz: the frame worker (niced) takes every frame even on a loaded machine
+
+        streamer = threading.Thread(target=stream, daemon=True)
+        streamer.start()
+        try:
+            assert wait_for(lambda: graph.latest.get("policy", {}).get("ticks", 0) > 50, 90), graph.latest
+            assert graph.latest["policy"]["rejected_images"] == 0
+            ticks = graph.latest["policy"]["ticks"]
+            bad_frames.put(lambda msg: setattr(msg, "encoding", "16UC1"))
+            bad_frames.put(lambda msg: setattr(msg, "data", msg.data[:100]))
+            assert wait_for(lambda: graph.latest["policy"]["rejected_images"] == 2, 10), json.dumps(graph.latest["policy"])
+            assert wait_for(lambda: graph.latest["policy"]["ticks"] > ticks + 50, 10), graph.latest["policy"]
+            graph.check_alive()
+        finally:
+            streaming.clear()
+            streamer.join(timeout=5)

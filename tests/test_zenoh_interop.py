@@ -68,3 +68,37 @@ def test_joint_states_cross_between_the_backend_and_zenoh_ros2_sdk_both_ways(tmp
         node.shutdown()
         sdk.ZenohSession.get_instance().close()
         router.close()
+
+
+def test_services_answer_zenoh_ros2_sdk_and_call_it_on_jazzy():
+    """The SDK computes the service's RIHS01 hash itself from the definitions; both keys must agree."""
+    from dbp_control.core.channels import Service
+    from dbp_control.core.data.bags import SERVICE_DEFINITIONS
+
+    request_text, response_text = SERVICE_DEFINITIONS["std_srvs/srv/SetBool"]
+    endpoint = free_endpoint()
+    port = int(endpoint.rsplit(":", 1)[1])
+    router = open_router(endpoint)
+    node = ZenohNode("interop_services", endpoint=endpoint, distro="jazzy")
+    types = typestore("jazzy").types
+    threading.Thread(target=node.spin, daemon=True).start()
+    try:
+        node.service(Service("/ours", "std_srvs/srv/SetBool"),
+                     lambda req: types["std_srvs/srv/SetBool_Response"](success=not req.data, message="ours"))
+        sdk.ROS2ServiceServer("/theirs", "std_srvs/srv/SetBool", request_definition=request_text,
+                              response_definition=response_text, router_port=port,
+                              callback=lambda req: types["std_srvs/srv/SetBool_Response"](success=req.data,
+                                                                                          message="theirs"))
+        sdk_client = sdk.ROS2ServiceClient("/ours", "std_srvs/srv/SetBool", request_definition=request_text,
+                                           response_definition=response_text, router_port=port, timeout=5.0)
+        time.sleep(1.0)
+        answer = sdk_client.call(data=True)  # the SDK calls the backend's server
+        assert (answer.success, answer.message) == (False, "ours")
+        ours = node.client(Service("/theirs", "std_srvs/srv/SetBool"))
+        answer = ours.call(types["std_srvs/srv/SetBool_Request"](data=True), timeout_s=5)  # and the backend the SDK's
+        assert (answer.success, answer.message) == (True, "theirs")
+        assert sdk_client.keyexpr == ours.key.replace("/theirs/", "/ours/")
+    finally:
+        node.shutdown()
+        sdk.ZenohSession.get_instance().close()
+        router.close()

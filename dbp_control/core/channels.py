@@ -84,6 +84,21 @@ CHANNELS: dict[str, Channel] = {
 ROBOT_CHANNELS: dict[str, Channel] = {name: c for name, c in CHANNELS.items() if not c.sim_only}
 
 
+@dataclass(frozen=True)
+class Service:
+    name: str
+    srv_type: str  # std_srvs types (dbp_control.core.data.bags.SERVICE_DEFINITIONS)
+
+
+# the command node's safety controls as services too, beside their topics (a call returns once it took effect)
+SERVICES: dict[str, Service] = {
+    # SetBool: the same as a Bool on /dbp/enable, which the command node then publishes for the other nodes
+    "set_enabled": Service("/dbp/set_enabled", "std_srvs/srv/SetBool"),
+    # Trigger: the same as true on /dbp/emergency_stop (a latched hold until enabled again)
+    "trigger_emergency_stop": Service("/dbp/trigger_emergency_stop", "std_srvs/srv/Trigger"),
+}
+
+
 def channel(name: str) -> Channel:
     if name not in CHANNELS:
         raise KeyError(f"unknown channel {name!r}; channels: {sorted(CHANNELS)}")

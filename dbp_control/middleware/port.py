@@ -1,8 +1,10 @@
-"""The port every node is written against: publish, subscribe, timers, parameters, clock, logging.
+"""The port every node is written against: publish, subscribe, services, timers, parameters, clock, logging.
 
 Messages are `rosbags` message objects (the same classes the bag tools use) in both backends; on the
 wire they are ROS 2 CDR bytes. Callbacks never run concurrently: subscriptions and timers of one
-process are dispatched one at a time by the backend's executor, like rclpy's single-threaded executor.
+process are dispatched one at a time by the backend's executor, like rclpy's single-threaded executor;
+service handlers too. Service requests and responses are `rosbags` objects of `<srv_type>_Request` and
+`<srv_type>_Response`.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Any
 
 import yaml
 
-from dbp_control.core.channels import Channel, Qos
+from dbp_control.core.channels import Channel, Qos, Service
 
 MessageCallback = Callable[[Any], None]
+ServiceHandler = Callable[[Any], Any]  # request -> response
 
 
 class PortError(RuntimeError):
@@ -33,6 +36,13 @@ class PortError(RuntimeError):
 class Publisher(ABC):
     @abstractmethod
     def publish(self, msg: Any) -> None: ...
+
+
+class ServiceClient(ABC):
+    @abstractmethod
+    def call(self, request: Any, timeout_s: float = 5.0) -> Any:
+        """Send `request` and wait for the response; PortError when no server answers within `timeout_s`.
+        Not from inside a callback of the same node: its executor would wait on itself."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,13 @@ class Node(ABC):
 
     @abstractmethod
     def subscribe(self, channel: Channel, callback: MessageCallback) -> None: ...
+
+    @abstractmethod
+    def service(self, service: Service, handler: ServiceHandler) -> None:
+        """Serve `service`: `handler(request)` returns the response; it runs on the executor like any callback."""
+
+    @abstractmethod
+    def client(self, service: Service) -> ServiceClient: ...
 
     @abstractmethod
     def timer(self, period_s: float, callback: Callable[[], None]) -> None: ...

@@ -8,6 +8,10 @@ Sessions are peers on 127.0.0.1 with multicast scouting off; they connect to one
 `dbp zenoh router`, or rmw_zenoh's `rmw_zenohd`) and find each other by gossip, so samples go peer to
 peer. Keep-last QoS is kept per subscription: when callbacks fall behind, the oldest samples are dropped
 (and counted), never queued without bound.
+
+Services are queryables under the same key layout (`<pkg>::srv::dds_::<Type>_`, with the service's own
+RIHS01 hash on Jazzy); a request carries the client's attachment and the response echoes its sequence
+number and gid, as rmw_zenoh correlates them.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import zenoh
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys.base import Nodetype
 
-from dbp_control.core.channels import Channel, Qos
-from dbp_control.core.data.bags import typestore
+from dbp_control.core.channels import Channel, Qos, Service
+from dbp_control.core.data.bags import service_message_fields, typestore
 from dbp_control.middleware.port import (
     QOS_DEPTH,
     Executor,
@@ -33,6 +39,8 @@ from dbp_control.middleware.port import (
     Node,
     PortError,
     Publisher,
+    ServiceClient,
+    ServiceHandler,
     load_parameters,
     resolve_parameters,
 )
@@ -52,6 +60,32 @@ def type_hash(msg_type: str, distro: str) -> str:
 
 def topic_key(topic: str, msg_type: str, distro: str, domain_id: int = 0) -> str:
     return f"{domain_id}/{topic.lstrip('/')}/{dds_type_name(msg_type)}/{type_hash(msg_type, distro)}"
+
+
+def service_rihs01(srv_type: str, messages: Mapping[str, Any]) -> str:
+    """REP-2011 hash of a service type: a structure of its request, response and event messages, the event
+    holding a ServiceEventInfo and at most one request and one response. `messages`: the request and
+    response field definitions (rosbags form), keyed `<srv_type>_Request` / `_Response`."""
+    store = get_typestore(Stores.EMPTY)
+    store.register(get_types_from_msg("int32 sec\nuint32 nanosec", "builtin_interfaces/msg/Time"))
+    # as rosidl describes it: rosbags' Jazzy store spells client_gid char[16], which hashes differently
+    store.register(get_types_from_msg("uint8 event_type\nbuiltin_interfaces/Time stamp\nuint8[16] client_gid\n"
+                                      "int64 sequence_number", "service_msgs/msg/ServiceEventInfo"))
+    store.register(dict(messages))
+    request, response, event = (f"{srv_type}{suffix}" for suffix in ("_Request", "_Response", "_Event"))
+    store.register({
+        event: ([], [("info", (Nodetype.NAME, "service_msgs/msg/ServiceEventInfo")),
+                     ("request", (Nodetype.SEQUENCE, ((Nodetype.NAME, request), 1))),
+                     ("response", (Nodetype.SEQUENCE, ((Nodetype.NAME, response), 1)))]),
+        srv_type: ([], [("request_message", (Nodetype.NAME, request)), ("response_message", (Nodetype.NAME, response)),
+                        ("event_message", (Nodetype.NAME, event))]),
+    })
+    return store.hash_rihs01(srv_type)
+
+
+def service_key(name: str, srv_type: str, distro: str, domain_id: int = 0) -> str:
+    hash_ = service_rihs01(srv_type, service_message_fields(srv_type)) if distro != "humble" else "TypeHashNotSupported"
+    return f"{domain_id}/{name.lstrip('/')}/{dds_type_name(srv_type)}/{hash_}"
 
 
 def session_config(mode: str, connect: list[str], listen: str = "tcp/127.0.0.1:0",
@@ -85,6 +119,15 @@ class _Attachment:
 
     def next(self, stamp_ns: int) -> bytes:
         return struct.pack("<QQB", next(self.sequence), stamp_ns, len(self.gid)) + self.gid
+
+    @staticmethod
+    def reply_to(request: bytes, stamp_ns: int) -> bytes:
+        """A service response's attachment: the request's sequence number and gid, a new time stamp."""
+        sequence, _, gid_length = struct.unpack_from("<QQB", request)
+        gid = request[17 : 17 + gid_length]
+        if len(gid) != gid_length:
+            raise ValueError(f"attachment of {len(request)} bytes is too short for its {gid_length}-byte gid")
+        return struct.pack("<QQB", sequence, stamp_ns, gid_length) + gid
 
 
 class ZenohPublisher(Publisher):
@@ -139,6 +182,63 @@ class _Subscription:
         self._callback(msg)
 
 
+class _ServiceServer:
+    def __init__(self, node: ZenohNode, service: Service, handler: ServiceHandler) -> None:
+        store = typestore(node.distro)
+        request_type, response_type = f"{service.srv_type}_Request", f"{service.srv_type}_Response"
+        self.key = service_key(service.name, service.srv_type, node.distro, node.domain_id)
+
+        def answer(query: zenoh.Query, request: Any, attachment: bytes) -> None:
+            try:
+                response = handler(request)
+                payload = store.serialize_cdr(response, response_type).tobytes()
+            except Exception as exc:  # the caller hears of a failing handler; the node goes on
+                node.logger.error("service %s failed: %s", service.name, exc)
+                query.reply_err(f"{service.name}: {exc}")
+            else:
+                query.reply(self.key, payload, attachment=_Attachment.reply_to(attachment, node.now_ns()))
+            query.drop()  # the query is final now, not when the executor lets go of this callback
+
+        def on_query(query: zenoh.Query) -> None:
+            try:
+                attachment = query.attachment.to_bytes() if query.attachment is not None else b""
+                _Attachment.reply_to(attachment, 0)  # rmw_zenoh requires one: without it no reply can match
+                request = store.deserialize_cdr(query.payload.to_bytes() if query.payload is not None else b"",
+                                                request_type)
+            except Exception as exc:
+                node.logger.warning("refused a malformed %s request on %s: %s", service.srv_type, service.name, exc)
+                query.reply_err(f"malformed {service.srv_type} request: {exc}")
+                query.drop()
+                return
+            node.executor.post(lambda: answer(query, request, attachment))
+
+        # complete: it answers for its whole key, as rmw_zenoh's servers declare it and its clients require
+        self._queryable = node.session.declare_queryable(self.key, on_query, complete=True)
+
+
+class ZenohServiceClient(ServiceClient):
+    def __init__(self, node: ZenohNode, service: Service) -> None:
+        store = typestore(node.distro)
+        self._serialize, self._deserialize = store.serialize_cdr, store.deserialize_cdr
+        self.service = service
+        self.key = service_key(service.name, service.srv_type, node.distro, node.domain_id)
+        self._session, self._now_ns = node.session, node.now_ns
+        self._attachment = _Attachment()
+
+    def call(self, request: Any, timeout_s: float = 5.0) -> Any:
+        srv_type = self.service.srv_type
+        payload = self._serialize(request, f"{srv_type}_Request").tobytes()
+        replies = self._session.get(self.key, payload=payload, attachment=self._attachment.next(self._now_ns()),
+                                    timeout=timeout_s, consolidation=zenoh.ConsolidationMode.NONE,
+                                    target=zenoh.QueryTarget.ALL_COMPLETE)
+        for reply in replies:  # the first reply, as it arrives
+            if reply.ok is None:
+                raise PortError(f"service {self.service.name}: {reply.err.payload.to_string()}")
+            return self._deserialize(reply.ok.payload.to_bytes(), f"{srv_type}_Response")
+        raise PortError(f"service {self.service.name} ({srv_type}): no response within {timeout_s:g} s "
+                        "(is its node running?)")
+
+
 class ZenohNode(Node):
     def __init__(self, name: str, *, endpoint: str | None = None, distro: str = "humble",
                  parameters_files: Sequence[Path] = (), overrides: Mapping[str, Any] | None = None,
@@ -154,12 +254,19 @@ class ZenohNode(Node):
                             "(start `dbp zenoh router`, rmw_zenoh's rmw_zenohd, or use `dbp launch`)") from exc
         self.executor = Executor()
         self.subscriptions: list[_Subscription] = []
+        self.services: list[_ServiceServer] = []
 
     def publisher(self, channel: Channel) -> Publisher:
         return ZenohPublisher(self, channel)
 
     def subscribe(self, channel: Channel, callback: MessageCallback) -> None:
         self.subscriptions.append(_Subscription(self, channel, callback))
+
+    def service(self, service: Service, handler: ServiceHandler) -> None:
+        self.services.append(_ServiceServer(self, service, handler))
+
+    def client(self, service: Service) -> ServiceClient:
+        return ZenohServiceClient(self, service)
 
     def timer(self, period_s: float, callback: Callable[[], None]) -> None:
         self.executor.add_timer(period_s, callback)

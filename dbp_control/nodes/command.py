@@ -3,7 +3,10 @@ the safety filter and watchdog (`dbp_control.core.command`), which the policy ca
 
 Commands go to each arm's forward_position_controller (`std_msgs/Float64MultiArray`, the default) or, with
 `command_type: trajectory`, to its joint_trajectory_controller as a one-point `JointTrajectory` due one
-command period after arrival, so the controller interpolates between consecutive commands."""
+command period after arrival, so the controller interpolates between consecutive commands.
+
+Enable and emergency stop come as topics or as services (`/dbp/set_enabled`, `/dbp/trigger_emergency_stop`);
+a call answers once it took effect, and an enable call is passed on on /dbp/enable for the policy node."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dbp_control.core.channels import CHANNELS
+from dbp_control.core.channels import CHANNELS, SERVICES
 from dbp_control.core.command.controller import CommandController
 from dbp_control.core.command.safety import DEFAULT_LIMITS_FILE, SafetyFilter, load_joint_limits
 from dbp_control.core.data.bags import float64_array_msg, joint_trajectory_msg, stamp_ns_of, typestore
@@ -61,17 +64,31 @@ class DualArmCommand:
         self.types = typestore(node.distro).types
         self.arms = {side: node.publisher(CHANNELS[f"{side}_{COMMAND_TYPES[p['command_type']]}"]) for side in SIDES}
         self.status_publisher = node.publisher(CHANNELS["command_status"])
+        self.enable_publisher = node.publisher(CHANNELS["enable"])
         self._joint_order: list[int] | None = None
         node.subscribe(CHANNELS["joint_states"], self.on_joint_state)
         node.subscribe(CHANNELS["action_chunk"], self.on_chunk)
         node.subscribe(CHANNELS["emergency_stop"], lambda msg: msg.data and self.emergency_stop())
         node.subscribe(CHANNELS["enable"], lambda msg: self.controller.set_enabled(bool(msg.data), node.now_ns()))
+        node.service(SERVICES["set_enabled"], self.on_set_enabled)
+        node.service(SERVICES["trigger_emergency_stop"], self.on_trigger_emergency_stop)
         node.timer(1.0 / p["rate_hz"], self.tick)
         node.timer(1.0 / CHANNELS["command_status"].rate_hz, self.publish_status)
 
     def emergency_stop(self) -> None:
         self.controller.emergency_stop()
         self.node.logger.warning("emergency stop: holding position until re-enabled")
+
+    def on_set_enabled(self, request: Any) -> Any:
+        enabled = bool(request.data)
+        self.controller.set_enabled(enabled, self.node.now_ns())
+        self.enable_publisher.publish(self.types["std_msgs/msg/Bool"](data=enabled))  # the policy restarts its plans
+        return self.types["std_srvs/srv/SetBool_Response"](success=True, message="enabled" if enabled else "disabled")
+
+    def on_trigger_emergency_stop(self, _request: Any) -> Any:
+        self.emergency_stop()
+        return self.types["std_srvs/srv/Trigger_Response"](success=True,
+                                                           message="emergency stop: holding until enabled again")
 
     def on_joint_state(self, msg: Any) -> None:
         names = list(msg.name)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
-from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 DISTROS: dict[str, Stores] = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY}
@@ -38,11 +38,35 @@ class BagError(RuntimeError):
     """A bag that cannot be written or read as asked (existing path, unknown topic, damaged file)."""
 
 
+# The services the graph offers, as std_srvs defines them (request, response); rosbags' typestores hold
+# messages only, so `typestore` adds their `<type>_Request` and `<type>_Response` messages. An empty request
+# carries the one uint8 member rosidl gives every empty structure.
+SERVICE_DEFINITIONS: dict[str, tuple[str, str]] = {
+    "std_srvs/srv/SetBool": ("bool data", "bool success\nstring message"),
+    "std_srvs/srv/Trigger": ("uint8 structure_needs_at_least_one_member", "bool success\nstring message"),
+}
+
+
+def service_message_fields(srv_type: str) -> dict[str, Any]:
+    """`<srv_type>_Request` and `<srv_type>_Response` as rosbags field definitions."""
+    if srv_type not in SERVICE_DEFINITIONS:
+        raise ValueError(f"unknown service type {srv_type!r}; known: {sorted(SERVICE_DEFINITIONS)}")
+    fields = {}
+    for suffix, text in zip(("_Request", "_Response"), SERVICE_DEFINITIONS[srv_type]):
+        # rosbags names parsed types pkg/msg/Name: parse under a placeholder name, register under the real one
+        ((_, definition),) = get_types_from_msg(text, "dbp_control/msg/Placeholder").items()
+        fields[f"{srv_type}{suffix}"] = definition
+    return fields
+
+
 @cache
 def typestore(distro: str) -> Typestore:
     if distro not in DISTROS:
         raise ValueError(f"unknown ROS distro {distro!r}; known: {sorted(DISTROS)}")
-    return get_typestore(DISTROS[distro])
+    store = get_typestore(DISTROS[distro])
+    for srv_type in SERVICE_DEFINITIONS:
+        store.register(service_message_fields(srv_type))
+    return store
 
 
 # -- message builders (rosbags dataclasses, identical in layout to the ROS 2 messages) -----------------
