@@ -154,6 +154,16 @@ def test_samplers_are_for_diffusion_only(state_checkpoint, tmp_path):
         export_policy(state_checkpoint, tmp_path / "x", sampler="ddim")
 
 
+def test_the_drift_field_settings_reach_the_dbp_config_and_are_dbp_only(tmp_path):
+    dataset = make_dataset(tmp_path / "d.zarr")
+    recipe = TrainRecipe(method="dbp", num_generated=6, temperatures=(0.1, 0.3), **TINY)
+    config = train_on_dataset(dataset, recipe, tmp_path / "t", progress=False).train.policy.config
+    assert (config.num_generated, config.temperatures) == (6, (0.1, 0.3))
+    assert read_checkpoint(tmp_path / "t" / "checkpoint.pt")["metadata"]["recipe"]["num_generated"] == 6
+    with pytest.raises(ValueError, match="num_generated and temperatures are DBP's; method 'diffusion' has neither"):
+        TrainRecipe(method="diffusion", num_generated=8)
+
+
 def test_datasets_that_cannot_train_are_refused_before_anything_moves(tmp_path):
     no_val = make_dataset(tmp_path / "a.zarr", val_fraction=0.0)
     with pytest.raises(DatasetError, match="no cameras"):

@@ -33,6 +33,16 @@ def _dims(text: str) -> tuple[int, ...]:
     return dims
 
 
+def _temperatures(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.02,0.05,0.2, got {text!r}") from None
+    if not all(t > 0 for t in values):
+        raise argparse.ArgumentTypeError(f"temperatures must be positive, got {text!r}")
+    return values
+
+
 def _bench_multimodal(args: argparse.Namespace) -> int:
     cfg = MultimodalBenchConfig(
         out_dir=args.out,
@@ -209,7 +219,7 @@ def _train(args: argparse.Namespace) -> int:
     recipe = TrainRecipe(method=args.method, obs=args.obs, preset=args.preset, down_dims=args.down_dims or (),
                          horizon=args.horizon, n_obs_steps=args.n_obs_steps, n_action_steps=args.n_action_steps,
                          steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_max_decay=args.ema_decay,
-                         seed=args.seed)
+                         seed=args.seed, num_generated=args.num_generated, temperatures=args.temperatures)
     out = args.out or Path("outputs") / "train" / f"{args.dataset.stem}_{args.method}_{args.obs}"
     result = train_on_dataset(args.dataset, recipe, out, resume=not args.fresh, progress=not args.quiet)
     resumed = f" (resumed from step {result.train.resumed_from})" if result.train.resumed_from else ""
@@ -546,6 +556,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=t.lr)
     tr.add_argument("--ema-decay", type=float, default=t.ema_max_decay)
     tr.add_argument("--seed", type=int, default=t.seed)
+    tr.add_argument("--num-generated", type=_positive_int, default=t.num_generated,
+                    help="DBP: samples drawn per observation to build the drift field (G)")
+    tr.add_argument("--temperatures", type=_temperatures, default=t.temperatures,
+                    help="DBP: kernel temperatures of the drift field, comma-separated")
     tr.add_argument("--out", type=Path, default=None, help="output folder (default outputs/train/<dataset>_<method>_<obs>)")
     tr.add_argument("--fresh", action="store_true", help="start over instead of resuming a checkpoint in --out")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")

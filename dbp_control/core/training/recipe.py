@@ -16,6 +16,8 @@ import torch
 
 from dbp_control.core.data.dataset import Dataset, DatasetError, WindowDataset
 from dbp_control.core.policies import available_methods, config_from_dict, make_policy
+from dbp_control.core.policies.dbp.drift import DEFAULT_TEMPERATURES
+from dbp_control.core.policies.dbp.modeling import DBPConfig
 from dbp_control.core.training.trainer import METRICS_NAME, TrainConfig, TrainResult, train
 
 OBSERVATIONS = ("state", "image")
@@ -37,10 +39,16 @@ class TrainRecipe:
     lr: float = 1e-3
     ema_max_decay: float = 0.99
     seed: int = 0
+    # DBP only: samples per observation and kernel temperatures of the drift field
+    num_generated: int = DBPConfig.num_generated
+    temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
 
     def __post_init__(self) -> None:
         if self.method not in available_methods():
             raise ValueError(f"unknown method {self.method!r}; known: {available_methods()}")
+        if self.method != "dbp" and (self.num_generated != DBPConfig.num_generated
+                                     or tuple(self.temperatures) != DEFAULT_TEMPERATURES):
+            raise ValueError(f"num_generated and temperatures are DBP's; method {self.method!r} has neither")
         if self.obs not in OBSERVATIONS:
             raise ValueError(f"unknown observation type {self.obs!r}; known: {list(OBSERVATIONS)}")
 
@@ -71,7 +79,8 @@ def train_on_dataset(dataset_path: Path, recipe: TrainRecipe, out_dir: Path, *, 
     dataset = Dataset(dataset_path)
     windows = windows_for(dataset, recipe, "train")
     image_size = next(iter(dataset.layout["cameras"].values()))["size"] if windows.images else (96, 96)
-    method_fields = {"dbp": {}, "bc": {}, "diffusion": {"sampler": "ddpm"}}[recipe.method]
+    method_fields = {"dbp": {"num_generated": recipe.num_generated, "temperatures": tuple(recipe.temperatures)},
+                     "bc": {}, "diffusion": {"sampler": "ddpm"}}[recipe.method]
     config = config_from_dict({
         "method": recipe.method, "state_dim": windows.state_dim, "action_dim": windows.action_dim,
         "horizon": recipe.horizon, "n_obs_steps": recipe.n_obs_steps, "n_action_steps": recipe.n_action_steps,
