@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbp_control.core.channels import CHANNELS
+from dbp_control.core.channels import CHANNELS, SERVICES
 from dbp_control.core.data.bags import read_bag, typestore
 from dbp_control.core.evaluation.closed_loop import TIME_LIMIT_S
 from dbp_control.nodes.launcher import mode_arguments
@@ -39,7 +39,10 @@ def run_demo(out_dir: Path, *, episodes: int = 5, first_seed: int = 100_000, tas
     results: list[DemoEpisode] = []
     with NodeProcesses(nodes, statuses) as graph:
         latest, types = graph.latest, typestore("humble").types
-        reset, enable = graph.probe.publisher(CHANNELS["sim_reset"]), graph.probe.publisher(CHANNELS["enable"])
+        reset, set_enabled = graph.probe.publisher(CHANNELS["sim_reset"]), graph.probe.client(SERVICES["set_enabled"])
+
+        def enable(on: bool) -> None:  # the call returns once the command node took it (and passed it on)
+            set_enabled.call(types["std_srvs/srv/SetBool_Request"](data=on), timeout_s=10)
         control = graph.probe.publisher(CHANNELS["episode_control"])
         deadline = time.monotonic() + 90
         while not (set(statuses) <= set(latest)) or not latest["policy"]["ticks"]:
@@ -49,8 +52,7 @@ def run_demo(out_dir: Path, *, episodes: int = 5, first_seed: int = 100_000, tas
             time.sleep(0.2)
         for k in range(episodes):
             seed = first_seed + k
-            enable.publish(types["std_msgs/msg/Bool"](data=False))  # no commands while the scene resets
-            time.sleep(0.2)
+            enable(False)  # no commands while the scene resets
             reset.publish(types["std_msgs/msg/Int64"](data=seed))
             deadline = time.monotonic() + 10
             while latest["sim"]["seed"] != seed or latest["sim"]["time"] > 0.5:
@@ -58,7 +60,7 @@ def run_demo(out_dir: Path, *, episodes: int = 5, first_seed: int = 100_000, tas
                     raise RuntimeError(f"the simulated robot did not start episode {seed} within 10 s")
                 time.sleep(0.02)
             control.publish(types["std_msgs/msg/String"](data=f"start {json.dumps({'seed': seed})}"))
-            enable.publish(types["std_msgs/msg/Bool"](data=True))
+            enable(True)
             limit = TIME_LIMIT_S.get(task, 10.0)
             while latest["sim"]["seed"] == seed and not latest["sim"]["success"] and latest["sim"]["time"] < limit:
                 time.sleep(0.05)
