@@ -22,6 +22,7 @@ from dbp_control.core.command.safety import DEFAULT_LIMITS_FILE, SafetyFilter, l
 from dbp_control.core.data.bags import float64_array_msg, joint_trajectory_msg, stamp_ns_of, typestore
 from dbp_control.core.layout import SIDES, joint_names
 from dbp_control.middleware.port import Node
+from dbp_control.nodes.scheduling import use_realtime_priority
 
 NAME = "dual_arm_command"
 JOINTS = [n for side in SIDES for n in joint_names(side)]
@@ -35,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "joint_limits_file": "",  # empty: calibration/joint_limits.yaml of the package
     "enabled": True,  # False: send nothing until true arrives on /dbp/enable
     "latency_window_s": 10.0,  # the status reports observation-to-command latencies over this window
+    "realtime_priority": 45,  # SCHED_FIFO priority of the streaming loop (0: normal), above the policy's
 }
 
 
@@ -74,6 +76,7 @@ class DualArmCommand:
         node.service(SERVICES["trigger_emergency_stop"], self.on_trigger_emergency_stop)
         node.timer(1.0 / p["rate_hz"], self.tick)
         node.timer(1.0 / CHANNELS["command_status"].rate_hz, self.publish_status)
+        self.realtime_priority = use_realtime_priority(p["realtime_priority"], node.logger)
 
     def emergency_stop(self) -> None:
         self.controller.emergency_stop()
@@ -132,6 +135,7 @@ class DualArmCommand:
         s, report = self.controller.status, self.controller.safety.report
         now = self.node.now_ns()
         return {"holding": s.holding, "reason": s.reason, "enabled": self.controller.enabled,
+                "realtime_priority": self.realtime_priority,
                 "estopped": self.controller.estopped, "chunks_accepted": s.chunks_accepted,
                 "chunks_rejected": s.chunks_rejected, "chunks_before_enable": s.chunks_before_enable,
                 "last_rejection": s.last_rejection, "holds": s.holds,

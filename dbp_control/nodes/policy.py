@@ -28,6 +28,7 @@ from dbp_control.core.observation.images import ImageError
 from dbp_control.core.observation.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
 from dbp_control.core.paths import MODELS_DIR
 from dbp_control.middleware.port import Node
+from dbp_control.nodes.scheduling import use_realtime_priority
 
 NAME = "policy"
 FRAME_WORKER_NICENESS = 10  # added to the frame worker thread's niceness
@@ -46,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "max_age_s": 0.5,  # inputs older than this on arrival are dropped
     "threads": 1,  # ONNX Runtime intra-op threads of the head (on two cores a second one competes with the frame worker)
     "stats_window_s": 10.0,  # the status reports timings over this window
+    # SCHED_FIFO priority of the control loop (0: normal scheduling); the frame worker stays below it
+    "realtime_priority": 40,
 }
 
 
@@ -106,6 +109,8 @@ class PolicyNode:
         node.subscribe(CHANNELS["enable"], self.on_enable)
         node.timer(1.0 / p["timer_hz"], self.tick)
         node.timer(1.0 / CHANNELS["policy_status"].rate_hz, self.publish_status)
+        self.realtime_priority = use_realtime_priority(p["realtime_priority"], node.logger,
+                                                       exclude=[self._frame_worker.native_id or -1])
 
     def on_object_poses(self, msg: Any) -> None:
         self.objects, self.objects_stamp_ns = poses_of(msg).reshape(-1), stamp_ns_of(msg)
@@ -203,7 +208,8 @@ class PolicyNode:
                 "inference_ms": self.inference_time.summary(now),
                 "observation_age_ms": self.observation_age.summary(now),  # joint state stamp -> tick
                 "obs_to_publish_ms": self.publish_age.summary(now),  # joint state stamp -> chunk published
-                "providers": self.engine.providers, "rejected_images": self.rejected_images,
+                "providers": self.engine.providers, "realtime_priority": self.realtime_priority,
+                "rejected_images": self.rejected_images,
                 "dropped_frames": self.dropped_frames,
                 "sync": vars(self.assembler.sync.stats) if self.assembler.sync else None,
                 "inputs": {name: vars(s) for name, s in stats.inputs.items()},

@@ -27,6 +27,7 @@ from dbp_control.core.layout import CAMERAS, SIDES, joint_names
 from dbp_control.core.sim.robot import DualArmSim
 from dbp_control.core.sim.tasks import make_task
 from dbp_control.middleware.port import Node
+from dbp_control.nodes.scheduling import use_realtime_priority
 
 NAME = "sim_robot"
 DEFAULTS: dict[str, Any] = {
@@ -39,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "cameras": True,  # False: no rendering (state-only runs)
     "render": True,  # False: each camera's first frame of an episode is republished (benchmarks of the graph
     # itself, where software rendering of three large frames would take the CPU the other nodes need)
+    "realtime_priority": 30,  # SCHED_FIFO, as robot drivers run (0: normal); below the policy's and command node's
 }
 
 
@@ -70,6 +72,7 @@ class SimRobot:
             # executor, and with it the joint states and the physics, for three renders in a row
             node.timer(1.0 / (CHANNELS["head_image"].rate_hz * len(CAMERAS)), self.publish_next_camera)
             self._next_camera = 0
+        self.realtime_priority = use_realtime_priority(p["realtime_priority"], node.logger)
 
     def reset(self, seed: int) -> None:
         self.task.reset(self.sim, seed)
@@ -139,7 +142,7 @@ class SimRobot:
     def status(self) -> dict[str, Any]:
         return {"task": self.task.name, "seed": self.seed, "time": round(self.sim.time, 4),
                 "success": bool(self.task.success(self.sim)), "reward": float(self.task.reward(self.sim)),
-                "rejected_commands": self.rejected}
+                "rejected_commands": self.rejected, "realtime_priority": self.realtime_priority}
 
     def publish_status(self) -> None:
         self._publishers["sim_status"].publish(self.types["std_msgs/msg/String"](data=json.dumps(self.status())))
