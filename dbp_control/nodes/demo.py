@@ -101,7 +101,8 @@ def plot_demo(summary: dict, path: Path) -> None:
         for j in range(6):
             right.plot([(t - t0) / 1e9 for t, _ in joints], [p[j] for _, p in joints], color=f"C{j}")
             right.plot([(t - t0) / 1e9 for t, _ in commands], [c[j] for _, c in commands], color=f"C{j}", ls=":")
-        right.set(xlabel="s", ylabel="rad", title=f"left arm, {bag.name}: joints (solid), commands (dotted)")
+        right.set(xlabel="s", ylabel="rad")
+        right.set_title(f"{bag.name}\nleft arm joints (solid) and commands (dotted)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
