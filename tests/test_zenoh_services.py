@@ -86,6 +86,10 @@ def test_no_server_and_a_failing_handler_are_errors_that_name_the_service(two_no
     time.sleep(0.5)
     with pytest.raises(PortError, match="/test/broken: the arm is not homed"):
         caller.client(Service("/test/broken", "std_srvs/srv/Trigger")).call(request, timeout_s=5)
+    # a request without rmw_zenoh's attachment cannot be answered so that a client would match it: refused
+    (reply,) = list(caller.session.get(service_key("/test/broken", "std_srvs/srv/Trigger", "humble"),
+                                       payload=b"\x00\x01\x00\x00\x00", timeout=5))
+    assert reply.ok is None and "malformed std_srvs/srv/Trigger request" in reply.err.payload.to_string()
     # the server's executor survived the failure
     server.service(Service("/test/ok", "std_srvs/srv/Trigger"),
                    lambda _: types["std_srvs/srv/Trigger_Response"](success=True, message="ok"))
