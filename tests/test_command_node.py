@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dbp_control.core.channels import CHANNELS
-from dbp_control.core.data.bags import joint_trajectory_msg, typestore
+from dbp_control.core.data.bags import joint_trajectory_msg, trajectory_positions, typestore
 from dbp_control.core.data.dataset import JOINTS
 from dbp_control.core.layout import joint_names
 from dbp_control.middleware.zenoh_backend import ZenohNode, open_router
@@ -91,3 +91,15 @@ def test_trajectory_messages_carry_the_chunk_timing():
     np.testing.assert_array_equal(back.points[1].positions, [3.0, 4.0])
     with pytest.raises(ValueError, match=r"positions must be \[T, 1\] for joints \['a'\], got \(2, 3\)"):
         joint_trajectory_msg("humble", 0, "", ["a"], np.zeros((2, 3)), 0.1)
+
+
+def test_trajectories_read_back_in_the_robots_joint_order_and_malformed_ones_are_named():
+    msg = joint_trajectory_msg("humble", 0, "", ["b", "a"], np.array([[1.0, 2.0], [3.0, 4.0]]), 0.1)
+    positions, step = trajectory_positions(msg, ["a", "b"])
+    np.testing.assert_array_equal(positions, [[2.0, 1.0], [4.0, 3.0]])
+    assert step == pytest.approx(0.1)
+    with pytest.raises(ValueError, match=r"trajectory joints \['b', 'a'\] are not the robot's \['a', 'c'\]"):
+        trajectory_positions(msg, ["a", "c"])
+    msg.points[1].positions = np.array([5.0, 6.0, 7.0])
+    with pytest.raises(ValueError, match="trajectory point 1 has 3 positions for 2 joints"):
+        trajectory_positions(msg, ["a", "b"])

@@ -19,7 +19,13 @@ import numpy as np
 from dbp_control.core.channels import CHANNELS, SERVICES
 from dbp_control.core.command.controller import CommandController
 from dbp_control.core.command.safety import DEFAULT_LIMITS_FILE, SafetyFilter, load_joint_limits
-from dbp_control.core.data.bags import float64_array_msg, joint_trajectory_msg, stamp_ns_of, typestore
+from dbp_control.core.data.bags import (
+    float64_array_msg,
+    joint_trajectory_msg,
+    stamp_ns_of,
+    trajectory_positions,
+    typestore,
+)
 from dbp_control.core.layout import SIDES, joint_names
 from dbp_control.middleware.port import Node
 from dbp_control.nodes.scheduling import use_realtime_priority
@@ -38,19 +44,6 @@ DEFAULTS: dict[str, Any] = {
     "latency_window_s": 10.0,  # the status reports observation-to-command latencies over this window
     "realtime_priority": 45,  # SCHED_FIFO priority of the streaming loop (0: normal), above the policy's
 }
-
-
-def chunk_of(msg: Any, joints: list[str]) -> tuple[np.ndarray, float]:
-    """trajectory_msgs/JointTrajectory (one point per chunk step) -> ([T, D] in `joints` order, step seconds)."""
-    names = list(msg.joint_names)
-    if sorted(names) != sorted(joints):
-        raise ValueError(f"chunk joints {names} are not the robot's {joints}")
-    order = [names.index(j) for j in joints]
-    actions = np.array([np.asarray(p.positions, dtype=np.float64)[order] for p in msg.points]) if msg.points \
-        else np.zeros((0, len(joints)))
-    times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
-    step = times[1] - times[0] if len(times) > 1 else 0.0
-    return actions, step
 
 
 class DualArmCommand:
@@ -105,7 +98,7 @@ class DualArmCommand:
 
     def on_chunk(self, msg: Any) -> None:
         try:
-            actions, step = chunk_of(msg, JOINTS)
+            actions, step = trajectory_positions(msg, JOINTS)
         except ValueError as exc:
             self.controller.status.chunks_rejected += 1
             self.controller.status.last_rejection = str(exc)

@@ -21,6 +21,7 @@ from dbp_control.core.data.bags import (
     image_msg,
     joint_state_msg,
     pose_array_msg,
+    trajectory_positions,
     typestore,
 )
 from dbp_control.core.layout import CAMERAS, SIDES, joint_names
@@ -85,14 +86,15 @@ class SimRobot:
         self.node.logger.info("episode %s seed %d started", self.task.name, seed)
 
     def on_trajectory(self, arm: int, msg: Any) -> None:
-        names, wanted = list(msg.joint_names), joint_names(SIDES[arm])
-        if sorted(names) != sorted(wanted) or not msg.points:
+        try:
+            positions, _ = trajectory_positions(msg, joint_names(SIDES[arm]))
+            if not len(positions):
+                raise ValueError("the trajectory has no points")
+        except ValueError as exc:
             self.rejected += 1
-            self.node.logger.warning("rejected %s arm trajectory: joints %s, %d points (expected %s, at least one)",
-                                     SIDES[arm], names, len(msg.points), wanted)
+            self.node.logger.warning("rejected %s arm trajectory: %s", SIDES[arm], exc)
             return
-        positions = np.asarray(msg.points[-1].positions, dtype=np.float64)
-        self.on_command(arm, positions[[names.index(j) for j in wanted]] if positions.size == len(names) else positions)
+        self.on_command(arm, positions[-1])
 
     def on_command(self, arm: int, data: Any) -> None:
         values = np.asarray(data, dtype=np.float64)

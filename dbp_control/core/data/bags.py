@@ -144,6 +144,22 @@ def joint_trajectory_msg(distro: str, stamp_ns: int, frame_id: str, names: list[
                                                          for k, row in enumerate(positions)])
 
 
+def trajectory_positions(msg: Any, joints: list[str]) -> tuple[np.ndarray, float]:
+    """trajectory_msgs/msg/JointTrajectory -> ([T, len(joints)] positions in `joints` order, seconds between its
+    first two points; 0 with fewer). Other joints, or a point without one position per joint, are errors."""
+    names = list(msg.joint_names)
+    if sorted(names) != sorted(joints):
+        raise ValueError(f"trajectory joints {names} are not the robot's {joints}")
+    for k, point in enumerate(msg.points):
+        if len(point.positions) != len(names):
+            raise ValueError(f"trajectory point {k} has {len(point.positions)} positions for {len(names)} joints")
+    order = [names.index(j) for j in joints]
+    positions = np.array([np.asarray(p.positions, dtype=np.float64)[order] for p in msg.points]) if msg.points \
+        else np.zeros((0, len(joints)))
+    times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
+    return positions, times[1] - times[0] if len(times) > 1 else 0.0
+
+
 def pose_array_msg(distro: str, stamp_ns: int, frame_id: str, poses: np.ndarray) -> Any:
     """[N, 7] rows of position and quaternion (w, x, y, z) -> geometry_msgs/msg/PoseArray."""
     poses = np.asarray(poses, dtype=np.float64)
