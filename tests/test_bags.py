@@ -13,6 +13,7 @@ from dbp_control.core.data.bags import (
     float64_array_msg,
     image_msg,
     joint_state_msg,
+    joint_trajectory_msg,
     read_bag,
     read_episode_info,
     stamp_ns_of,
@@ -53,6 +54,18 @@ def _same(a, b):
                 _same(u, v)
         else:
             assert x == y, field
+
+
+def test_message_builders_take_strided_arrays():
+    """Reordered views (e.g. values[::-1]) are not contiguous; the CDR serialiser needs contiguous arrays."""
+    store = typestore("humble")
+    values = np.arange(6.0)[::-1]
+    messages = [float64_array_msg("humble", values), joint_state_msg("humble", 5, JOINTS + JOINTS, values, values),
+                joint_trajectory_msg("humble", 5, "", JOINTS + JOINTS, np.arange(12.0).reshape(2, 6)[:, ::-1], 0.1)]
+    for msg in messages:
+        back = store.deserialize_cdr(store.serialize_cdr(msg, msg.__msgtype__), msg.__msgtype__)
+        _same(msg, back)
+    np.testing.assert_array_equal(messages[2].points[1].positions, [11, 10, 9, 8, 7, 6])
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])

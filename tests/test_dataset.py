@@ -15,6 +15,7 @@ from dbp_control.core.data.bags import (
     float64_array_msg,
     image_msg,
     joint_state_msg,
+    joint_trajectory_msg,
     pose_array_msg,
 )
 from dbp_control.core.data.dataset import (
@@ -25,7 +26,7 @@ from dbp_control.core.data.dataset import (
     WindowDataset,
     build_dataset,
 )
-from dbp_control.core.layout import CAMERAS, SIDES
+from dbp_control.core.layout import CAMERAS, SIDES, joint_names
 
 T0 = 1_700_000_000 * 10**9
 MS = 1_000_000
@@ -46,11 +47,13 @@ def frame_colour(frame: int, cam: int) -> int:
 
 def write_episode(path: Path, *, seconds: float = 2.0, cameras: tuple[str, ...] = CAMERAS, camera_lag_ms: int = 3,
                   success: bool = True, info: bool = True, shuffled_joints: bool = False, objects: bool = True,
-                  encoding: str = "rgb8") -> Path:
+                  encoding: str = "rgb8", command_types: tuple[str, ...] = ("position",)) -> Path:
     """Joint states at 125 Hz, commands at 50 Hz, cameras at 30 Hz stamped `camera_lag_ms` after the
-    period boundary, each frame one flat colour that names it."""
+    period boundary, each frame one flat colour that names it. Commands go to the position topics and/or
+    (command_types) as one-point JointTrajectory messages, joints in reverse order, to the trajectory topics."""
     topics = {CHANNELS["joint_states"].topic: "sensor_msgs/msg/JointState",
               **{CHANNELS[f"{s}_arm_command"].topic: "std_msgs/msg/Float64MultiArray" for s in SIDES},
+              **{CHANNELS[f"{s}_arm_trajectory"].topic: "trajectory_msgs/msg/JointTrajectory" for s in SIDES},
               **{CHANNELS[f"{c}_image"].topic: "sensor_msgs/msg/Image" for c in cameras}}
     if objects:
         topics[CHANNELS["object_poses"].topic] = "geometry_msgs/msg/PoseArray"
@@ -73,7 +76,11 @@ def write_episode(path: Path, *, seconds: float = 2.0, cameras: tuple[str, ...] 
                               pose_array_msg("humble", t, "world", np.tile([0.1, 0.2, 0.3, 1, 0, 0, 0], (2, 1))))
             elif kind == "command":
                 for i, side in enumerate(SIDES):
-                    bag.write(CHANNELS[f"{side}_arm_command"].topic, t, float64_array_msg("humble", command_value(t, i)))
+                    if "position" in command_types:
+                        bag.write(CHANNELS[f"{side}_arm_command"].topic, t, float64_array_msg("humble", command_value(t, i)))
+                    if "trajectory" in command_types:
+                        bag.write(CHANNELS[f"{side}_arm_trajectory"].topic, t, joint_trajectory_msg(
+                            "humble", 0, "", joint_names(side)[::-1], command_value(t, i)[None, ::-1], 0.0, first_s=0.02))
             else:
                 for i, cam in enumerate(cameras):
                     rgb = np.full((48, 64, 3), frame_colour(k, i), np.uint8)
@@ -150,6 +157,31 @@ def test_stats_split_and_episode_boundaries(tmp_path):
     np.testing.assert_allclose(ds.stats["action"]["max"], np.concatenate(
         [ds.array("action")[ds.episode_slice(i)] for i in ds.split["train"]]).max(0), rtol=1e-6)
     assert ds.cameras == () and [e["source"] for e in ds.episodes] == [str(b.resolve()) for b in bags]
+
+
+def test_commands_sent_as_joint_trajectories_give_the_same_actions(tmp_path):
+    """A command node with command_type: trajectory is recorded on the trajectory topics; its one-point
+    trajectories (joints in any order) give the same actions as the position commands."""
+    cfg = BuildConfig(image_size=(24, 32), rate_hz=10.0, objects=True)
+    actions = {}
+    for kind in ("position", "trajectory"):
+        bag = write_episode(tmp_path / kind / "ep0", command_types=(kind,))
+        report = build_dataset([bag], tmp_path / f"{kind}.zarr", cfg)
+        assert report.episodes == 1 and not report.skipped
+        actions[kind] = Dataset(tmp_path / f"{kind}.zarr").array("action")
+    assert len(actions["trajectory"]) == 20
+    np.testing.assert_array_equal(actions["trajectory"], actions["position"])
+
+
+def test_an_arm_commanded_on_both_command_topics_is_skipped_with_both_named(tmp_path):
+    bag = write_episode(tmp_path / "bags" / "ep0", command_types=("position", "trajectory"))
+    report = build_dataset([bag, write_episode(tmp_path / "bags" / "ep1")], tmp_path / "ds.zarr",
+                           BuildConfig(image_size=(24, 32), objects=True))
+    assert report.episodes == 1
+    [(skipped, reason)] = report.skipped
+    assert skipped == bag
+    assert "left arm is commanded on both" in reason
+    assert CHANNELS["left_arm_command"].topic in reason and CHANNELS["left_arm_trajectory"].topic in reason
 
 
 def test_damaged_and_failed_episodes_are_reported_skipped_and_left_untouched(tmp_path):

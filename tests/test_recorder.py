@@ -10,9 +10,17 @@ import numpy as np
 import pytest
 
 from dbp_control.core.channels import CHANNELS
-from dbp_control.core.data.bags import BagError, float64_array_msg, read_bag, read_episode_info, typestore
+from dbp_control.core.data.bags import (
+    BagError,
+    float64_array_msg,
+    joint_trajectory_msg,
+    read_bag,
+    read_episode_info,
+    typestore,
+)
 from dbp_control.core.data.recorder import EpisodeRecorder, RecorderError
 from dbp_control.core.data.recover import recover_bag
+from dbp_control.core.layout import joint_names
 from dbp_control.middleware.zenoh_backend import ZenohNode, open_router
 from dbp_control.nodes.processes import free_endpoint
 
@@ -67,12 +75,16 @@ def test_the_recorder_node_records_every_topic_and_survives_sigkill(tmp_path):
     client = ZenohNode("recorder_test", endpoint=endpoint)
     control = client.publisher(CHANNELS["episode_control"])
     arm = client.publisher(CHANNELS["left_arm_command"])
+    # the other arm as a command node with command_type: trajectory would drive it
+    arm_trajectory = client.publisher(CHANNELS["right_arm_trajectory"])
     string = typestore("humble").types["std_msgs/msg/String"]
     try:
         time.sleep(4.0)  # processes up and discovered
         control.publish(string(data='start {"task": "lift", "note": "e2e"}'))
         for _ in range(100):  # two seconds of commands, as the command node would send
             arm.publish(float64_array_msg("humble", np.zeros(7)))
+            arm_trajectory.publish(joint_trajectory_msg("humble", 0, "", joint_names("right"), np.zeros((1, 7)), 0.0,
+                                                        first_s=0.02))
             time.sleep(0.02)
         control.publish(string(data="success"))
         control.publish(string(data="stop"))
@@ -80,7 +92,8 @@ def test_the_recorder_node_records_every_topic_and_survives_sigkill(tmp_path):
         bags = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
         assert len(bags) == 1, recorder.stdout
         topics = {m.topic for m in read_bag(bags[0])}
-        expected = {CHANNELS[n].topic for n in ("joint_states", "left_arm_command", "object_poses", "head_image",
+        expected = {CHANNELS[n].topic for n in ("joint_states", "left_arm_command", "right_arm_trajectory",
+                                                "object_poses", "head_image",
                                                 "head_camera_info", "left_wrist_image", "right_wrist_image")}
         assert expected <= topics
         info = read_episode_info(bags[0])

@@ -82,6 +82,8 @@ CHANNELS: dict[str, Channel] = {
     "sim_status": Channel("/sim/status", "std_msgs/msg/String", Qos.RELIABLE, 10.0, sim_only=True),
 }
 ROBOT_CHANNELS: dict[str, Channel] = {name: c for name, c in CHANNELS.items() if not c.sim_only}
+# how the command node talks to each arm's driver (its `command_type`) -> the channel name after "<side>_"
+COMMAND_TYPES: dict[str, str] = {"position": "arm_command", "trajectory": "arm_trajectory"}
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,13 @@ SERVICES: dict[str, Service] = {
     # Trigger: the same as true on /dbp/emergency_stop (a latched hold until enabled again)
     "trigger_emergency_stop": Service("/dbp/trigger_emergency_stop", "std_srvs/srv/Trigger"),
 }
+
+
+def command_channel(side: str, command_type: str) -> Channel:
+    """The channel carrying `side`'s arm commands for a command node with this `command_type`."""
+    if command_type not in COMMAND_TYPES:
+        raise ValueError(f"command_type must be one of {sorted(COMMAND_TYPES)}, got {command_type!r}")
+    return channel(f"{side}_{COMMAND_TYPES[command_type]}")
 
 
 def channel(name: str) -> Channel:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dbp_control.core.channels import CHANNELS, SERVICES
+from dbp_control.core.channels import CHANNELS, SERVICES, command_channel
 from dbp_control.core.command.controller import CommandController
 from dbp_control.core.command.safety import DEFAULT_LIMITS_FILE, SafetyFilter, load_joint_limits
 from dbp_control.core.data.bags import (
@@ -32,7 +32,6 @@ from dbp_control.nodes.scheduling import use_realtime_priority
 
 NAME = "dual_arm_command"
 JOINTS = [n for side in SIDES for n in joint_names(side)]
-COMMAND_TYPES = {"position": "arm_command", "trajectory": "arm_trajectory"}  # command_type -> channel per arm
 DEFAULTS: dict[str, Any] = {
     "rate_hz": CHANNELS["left_arm_command"].rate_hz,  # commands per second to each arm, as recorded
     "command_type": "position",  # position: forward_position_controller; trajectory: joint_trajectory_controller
@@ -50,14 +49,13 @@ class DualArmCommand:
     def __init__(self, node: Node) -> None:
         self.node = node
         p = self.params = node.parameters(DEFAULTS)
-        if p["command_type"] not in COMMAND_TYPES:
-            raise ValueError(f"command_type must be one of {sorted(COMMAND_TYPES)}, got {p['command_type']!r}")
+        arm_channels = {side: command_channel(side, p["command_type"]) for side in SIDES}  # a bad type fails first
         limits = load_joint_limits(JOINTS, Path(p["joint_limits_file"]) if p["joint_limits_file"] else DEFAULT_LIMITS_FILE)
         self.controller = CommandController(SafetyFilter(limits, p["rate_hz"]), rate_hz=p["rate_hz"],
                                             watchdog_s=p["watchdog_s"], blend_s=p["blend_s"], commit_steps=p["commit_steps"],
                                             enabled=p["enabled"], latency_window_s=p["latency_window_s"])
         self.types = typestore(node.distro).types
-        self.arms = {side: node.publisher(CHANNELS[f"{side}_{COMMAND_TYPES[p['command_type']]}"]) for side in SIDES}
+        self.arms = {side: node.publisher(channel) for side, channel in arm_channels.items()}
         self.status_publisher = node.publisher(CHANNELS["command_status"])
         self.enable_publisher = node.publisher(CHANNELS["enable"])
         self._joint_order: list[int] | None = None

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dbp_control.core.channels import CHANNELS
+from dbp_control.core.channels import CHANNELS, COMMAND_TYPES, command_channel
 from dbp_control.core.data.bags import typestore
 from dbp_control.core.data.recorder import EpisodeRecorder, RecorderError
 from dbp_control.core.layout import SIDES
@@ -29,12 +29,13 @@ class Recorder:
     def __init__(self, node: Node) -> None:
         self.node = node
         p = self.params = node.parameters(DEFAULTS)
-        names = ["joint_states", *(f"{side}_arm_command" for side in SIDES)]
+        names = ["joint_states"]
         for cam in (c for c in p["cameras"].split(",") if c):
             names += [f"{cam}_image", f"{cam}_camera_info"]
         if p["object_poses"]:
             names.append("object_poses")
-        channels = [CHANNELS[n] for n in names]
+        # the arm commands of either command_type: whichever the command node (or teleoperation) sends
+        channels = [CHANNELS[n] for n in names] + [command_channel(side, kind) for side in SIDES for kind in COMMAND_TYPES]
         self.recorder = EpisodeRecorder(Path(p["out_dir"]), {c.topic: c.msg_type for c in channels},
                                         storage=p["storage"], distro=node.distro, compress=p["compress"])
         self.types = typestore(node.distro).types

@@ -95,10 +95,10 @@ def image_msg(distro: str, stamp_ns: int, frame_id: str, rgb: np.ndarray) -> Any
 
 def joint_state_msg(distro: str, stamp_ns: int, names: list[str], position: np.ndarray,
                     velocity: np.ndarray | None = None) -> Any:
-    position = np.asarray(position, dtype=np.float64)
+    position = np.ascontiguousarray(position, dtype=np.float64)
     if len(names) != len(position):
         raise ValueError(f"{len(names)} joint names but {len(position)} positions")
-    velocity = np.zeros_like(position) if velocity is None else np.asarray(velocity, dtype=np.float64)
+    velocity = np.zeros_like(position) if velocity is None else np.ascontiguousarray(velocity, dtype=np.float64)
     return typestore(distro).types["sensor_msgs/msg/JointState"](
         header=header(distro, stamp_ns, ""), name=list(names), position=position, velocity=velocity,
         effort=np.zeros(0, dtype=np.float64),
@@ -120,14 +120,14 @@ def camera_info_msg(distro: str, stamp_ns: int, frame_id: str, intrinsics: Any) 
 def float64_array_msg(distro: str, values: np.ndarray) -> Any:
     ts = typestore(distro)
     layout = ts.types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
-    return ts.types["std_msgs/msg/Float64MultiArray"](layout=layout, data=np.asarray(values, dtype=np.float64))
+    return ts.types["std_msgs/msg/Float64MultiArray"](layout=layout, data=np.ascontiguousarray(values, dtype=np.float64))
 
 
 def joint_trajectory_msg(distro: str, stamp_ns: int, frame_id: str, names: list[str], positions: np.ndarray,
                          step_s: float, first_s: float = 0.0) -> Any:
     """[T, D] joint positions -> trajectory_msgs/msg/JointTrajectory, point k due `first_s + k * step_s` after
     the header stamp (a zero stamp: start on arrival, as joint_trajectory_controller reads it)."""
-    positions = np.asarray(positions, dtype=np.float64)
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
     if positions.ndim != 2 or positions.shape[1] != len(names):
         raise ValueError(f"positions must be [T, {len(names)}] for joints {names}, got {positions.shape}")
     t = typestore(distro).types

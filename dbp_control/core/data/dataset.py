@@ -7,7 +7,8 @@ compressed, appendable one episode at a time, and its attributes carry the layou
 Each episode is replayed the way the live observation node sees the robot: messages in arrival (log
 time) order; the cameras and the joint states matched by `ApproximateTimeSync`; a step every
 1/rate_hz seconds takes the freshest joint state, the latest synchronised images and the arm command
-in effect. The step period is the action chunk's time step.
+in effect (from the position topics, or from the trajectory topics of a command node with
+`command_type: trajectory`). The step period is the action chunk's time step.
 
 Layout of DATASET.zarr:
   data/stamp_ns [N] int64         time of each step (bag log time)
@@ -35,8 +36,8 @@ import torch
 import zarr
 from zarr.codecs import BloscCodec
 
-from dbp_control.core.channels import CHANNELS
-from dbp_control.core.data.bags import BagError, poses_of, read_bag, read_episode_info, stamp_ns_of
+from dbp_control.core.channels import CHANNELS, COMMAND_TYPES, command_channel
+from dbp_control.core.data.bags import BagError, poses_of, read_bag, read_episode_info, stamp_ns_of, trajectory_positions
 from dbp_control.core.layout import CAMERAS, SIDES, joint_names
 from dbp_control.core.observation.images import ImageError, decode_image, resize_rgb
 from dbp_control.core.observation.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S, ApproximateTimeSync
@@ -105,6 +106,24 @@ def _joint_order(names: list[str]) -> np.ndarray:
     return np.array([index[n] for n in JOINTS])
 
 
+def _command_values(topic: str, msg: Any, command_type: str, side: str) -> np.ndarray:
+    """One arm's command (six joints and the gripper, in layout order) from either command message: a
+    Float64MultiArray, or a JointTrajectory whose first point is the position it commands next."""
+    expected = len(joint_names(side))
+    if command_type == "position":
+        values = np.asarray(msg.data, dtype=np.float64)
+        if values.shape != (expected,):
+            raise EpisodeSkipped(f"a command on {topic} with {values.size} values, expected {expected}")
+        return values
+    try:
+        positions, _ = trajectory_positions(msg, joint_names(side))
+    except ValueError as exc:
+        raise EpisodeSkipped(f"a trajectory on {topic}: {exc}") from None
+    if not len(positions):
+        raise EpisodeSkipped(f"a trajectory on {topic} without points")
+    return positions[0]
+
+
 def compile_episode(bag: Path, cfg: BuildConfig) -> tuple[EpisodeArrays, dict[str, Any]]:
     """Replay one bag into steps. Raises EpisodeSkipped (with the reason) for an unusable episode."""
     try:
@@ -116,7 +135,9 @@ def compile_episode(bag: Path, cfg: BuildConfig) -> tuple[EpisodeArrays, dict[st
     if not info.get("success", False) and not cfg.include_failures:
         raise EpisodeSkipped("a failed episode (use include_failures to keep it)")
     joint_topic = CHANNELS["joint_states"].topic
-    command_topics = {CHANNELS[f"{side}_arm_command"].topic: i for i, side in enumerate(SIDES)}
+    # either command_type's topics; an arm commanded on both would leave the action ambiguous
+    command_topics = {command_channel(side, kind).topic: (i, kind) for i, side in enumerate(SIDES) for kind in COMMAND_TYPES}
+    command_kinds: list[str | None] = [None] * len(SIDES)
     image_topics = {CHANNELS[f"{cam}_image"].topic: i for i, cam in enumerate(cfg.cameras)}
     objects_topic = CHANNELS["object_poses"].topic
     topics = [joint_topic, *command_topics, *image_topics] + ([objects_topic] if cfg.objects else [])
@@ -166,11 +187,12 @@ def compile_episode(bag: Path, cfg: BuildConfig) -> tuple[EpisodeArrays, dict[st
                 if sync is not None:
                     matched = sync.push(joint_input, stamp_ns_of(message.msg), message.msg)
             elif message.topic in command_topics:
-                values = np.asarray(message.msg.data, dtype=np.float64)
-                if values.shape != (len(JOINTS) // len(SIDES),):
-                    raise EpisodeSkipped(f"a command on {message.topic} with {values.size} values, "
-                                         f"expected {len(JOINTS) // len(SIDES)}")
-                commands[command_topics[message.topic]] = values
+                arm, kind = command_topics[message.topic]
+                if command_kinds[arm] not in (None, kind):
+                    raise EpisodeSkipped(f"the {SIDES[arm]} arm is commanded on both "
+                                         f"{command_channel(SIDES[arm], command_kinds[arm]).topic} and {message.topic}")
+                command_kinds[arm] = kind
+                commands[arm] = _command_values(message.topic, message.msg, kind, SIDES[arm])
                 continue
             elif message.topic == objects_topic:
                 objects = poses_of(message.msg).reshape(-1)
@@ -248,7 +270,9 @@ def _layout(cfg: BuildConfig) -> dict[str, Any]:
     return {
         "joints": JOINTS,
         "state": {"topic": CHANNELS["joint_states"].topic, "names": JOINTS},
-        "action": {side: {"topic": CHANNELS[f"{side}_arm_command"].topic, "names": joint_names(side)} for side in SIDES},
+        "action": {side: {"topic": CHANNELS[f"{side}_arm_command"].topic,
+                          "trajectory_topic": CHANNELS[f"{side}_arm_trajectory"].topic, "names": joint_names(side)}
+                   for side in SIDES},
         "cameras": {cam: {"topic": CHANNELS[f"{cam}_image"].topic, "size": list(cfg.image_size)} for cam in cfg.cameras},
         "objects": {"topic": CHANNELS["object_poses"].topic} if cfg.objects else None,
     }
