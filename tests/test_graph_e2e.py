@@ -157,18 +157,25 @@ def test_faults_kill_the_policy_bad_chunks_and_bad_images(tmp_path):
         router.close()
 
 
-def test_images_of_the_wrong_encoding_or_size_are_rejected_and_the_loop_goes_on(tmp_path):
+@pytest.fixture(scope="module")
+def image_model(tmp_path_factory):
+    from dbp_control.nodes.bench_graph import image_policy_model
+
+    return image_policy_model(tmp_path_factory.mktemp("image_model"))
+
+
+@pytest.mark.parametrize("encoder_precision", ["float32", "int8"])
+def test_images_of_the_wrong_encoding_or_size_are_rejected_and_the_loop_goes_on(image_model, encoder_precision):
     """An image policy (three cameras, exported untrained) with the simulated robot's joint states and frames
     streamed by this test at 10 Hz; head frames of another encoding, or with too little data, are rejected
-    with the reason, and chunks keep coming."""
+    with the reason, and chunks keep coming. With either encoder precision."""
     import queue
 
     from dbp_control.core.data.bags import image_msg
-    from dbp_control.nodes.bench_graph import image_policy_model
     from dbp_control.nodes.processes import NodeProcesses
 
-    model = image_policy_model(tmp_path)
-    nodes = {"sim_robot": ["sim_robot", "--set", "cameras=false"], "policy": ["policy", "--set", f"model={model}"]}
+    nodes = {"sim_robot": ["sim_robot", "--set", "cameras=false"],
+             "policy": ["policy", "--set", f"model={image_model}", "--set", f"encoder_precision={encoder_precision}"]}
     with NodeProcesses(nodes, {"policy": "policy_status"}) as graph:
         publishers = {cam: graph.probe.publisher(CHANNELS[f"{cam}_image"]) for cam in CAMERAS}
         bad_frames: queue.SimpleQueue = queue.SimpleQueue()
@@ -191,6 +198,7 @@ def test_images_of_the_wrong_encoding_or_size_are_rejected_and_the_loop_goes_on(
         try:
             assert wait_for(lambda: graph.latest.get("policy", {}).get("ticks", 0) > 50, 90), graph.latest
             assert graph.latest["policy"]["rejected_images"] == 0
+            assert graph.latest["policy"]["encoder_precision"] == encoder_precision
             ticks = graph.latest["policy"]["ticks"]
             bad_frames.put(lambda msg: setattr(msg, "encoding", "16UC1"))
             bad_frames.put(lambda msg: setattr(msg, "data", msg.data[:100]))

@@ -131,6 +131,46 @@ def test_image_policy_split_graphs_match_torch_and_the_cameras(tmp_path):
     assert engine.act(state, features).shape == (engine.horizon, engine.action_dim)
 
 
+def test_int8_encoders_are_calibrated_on_training_frames_and_chosen_explicitly(tmp_path):
+    dataset = make_dataset(tmp_path / "img.zarr", cameras=CAMERAS, objects=False)
+    train_on_dataset(dataset, TrainRecipe(method="dbp", obs="image", **TINY), tmp_path / "train", progress=False)
+    checkpoint = tmp_path / "train" / "checkpoint.pt"
+    sidecar = yaml.safe_load(export_policy(checkpoint, tmp_path / "m", int8_encoders=True).read_text())
+    images = {cam: np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8) for cam in CAMERAS}
+    diff, exact = parity(tmp_path / "m", checkpoint, images)
+    assert diff < 1e-4 and exact.encoder_precision == "float32"  # float32 stays the default, and exact
+    quantized = PolicyEngine(tmp_path / "m", encoder_precision="int8")
+    for cam in CAMERAS:
+        int8 = sidecar["graphs"][f"encoder_{cam}_int8"]["int8"]
+        # the train split holds 2 episodes x 30 steps (fewer than 64): all of them, half calibrate, half measure
+        assert int8["calibration_frames"] == 30 and int8["held_out_frames"] == 30
+        assert 0 < int8["feature_relative_error"]["mean"] <= int8["feature_relative_error"]["max"] < 0.2
+        reference, features = exact.encode(cam, images[cam][0]), quantized.encode(cam, images[cam][0])
+        assert 0 < np.linalg.norm(features - reference) / np.linalg.norm(reference) < 0.2
+    with pytest.raises(EngineError, match=r"no graph\(s\) \['encoder_head_int8'.*export with --int8-encoders"):
+        export_policy(checkpoint, tmp_path / "float_only")
+        PolicyEngine(tmp_path / "float_only", encoder_precision="int8")
+    with pytest.raises(EngineError, match="encoder_precision must be one of"):
+        PolicyEngine(tmp_path / "m", encoder_precision="int4")
+
+
+def test_int8_encoder_export_refuses_what_it_cannot_calibrate(state_checkpoint, tmp_path):
+    with pytest.raises(ExportError, match="int8 encoders need an image policy"):
+        export_policy(state_checkpoint, tmp_path / "state", int8_encoders=True)
+    dataset = make_dataset(tmp_path / "img.zarr", cameras=CAMERAS, objects=False)
+    train_on_dataset(dataset, TrainRecipe(method="dbp", obs="image", **TINY), tmp_path / "train", progress=False)
+    checkpoint = tmp_path / "train" / "checkpoint.pt"
+    with pytest.raises(ExportError, match="int8 calibration needs the training frames: no dataset at"):
+        export_policy(checkpoint, tmp_path / "a", int8_encoders=True, calibration=tmp_path / "missing.zarr")
+    with pytest.raises(ExportError, match="int8 calibration has no frames of camera 'head'"):
+        export_policy(checkpoint, tmp_path / "b", int8_encoders=True,
+                      calibration={cam: np.zeros((4, 32, 32, 3), np.uint8) for cam in CAMERAS[:2]})
+    with pytest.raises(ExportError, match=r"frames of 'left_wrist' must be uint8 \[N >= 2, 32, 32, 3\]"):
+        export_policy(checkpoint, tmp_path / "c", int8_encoders=True,
+                      calibration={cam: np.zeros((4, 48, 48, 3), np.uint8) for cam in CAMERAS})
+    assert not any((tmp_path / name).exists() for name in "abc")  # nothing written before the refusal
+
+
 def test_diffusion_exports_unroll_ddim_and_ddpm_with_caller_noise(tmp_path):
     dataset = make_dataset(tmp_path / "ds.zarr")
     train_on_dataset(dataset, TrainRecipe(method="diffusion", **TINY), tmp_path / "train", progress=False)

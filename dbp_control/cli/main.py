@@ -80,6 +80,7 @@ def _bench_graph(args: argparse.Namespace) -> int:
     from dbp_control.nodes.bench_graph import format_graph_table, run_graph_benchmark
 
     print(format_graph_table(run_graph_benchmark(args.out, seconds=args.seconds, warmup_s=args.warmup,
+                                                 encoder_precision=args.encoder_precision,
                                                  overrides=_node_overrides(args.set))))
     return 0
 
@@ -269,13 +270,24 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    import yaml
+
     from dbp_control.core.export.onnx_export import export_policy
     from dbp_control.core.paths import MODELS_DIR
 
     out = args.out or MODELS_DIR / args.checkpoint.parent.name
+    if args.calibration is not None and not args.int8_encoders:
+        raise SystemExit("--calibration is for --int8-encoders")
     sidecar = export_policy(args.checkpoint, out, overwrite=args.overwrite, sampler=args.sampler,
-                            inference_steps=args.inference_steps)
+                            inference_steps=args.inference_steps, int8_encoders=args.int8_encoders,
+                            calibration=args.calibration)
     print(f"exported {args.checkpoint} -> {out} ({', '.join(sorted(p.name for p in out.glob('*.onnx')))}; {sidecar.name})")
+    graphs = yaml.safe_load(sidecar.read_text())["graphs"]
+    for name, graph in graphs.items():
+        if "int8" in graph:
+            error = graph["int8"]["feature_relative_error"]
+            print(f"  {name}: feature error vs float32 on {graph['int8']['held_out_frames']} held-out frames: "
+                  f"mean {error['mean']:.2%}, max {error['max']:.2%}")
     return 0
 
 
@@ -438,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--out", type=Path, default=Path("outputs/bench_graph"), help="where the benchmark's model goes")
     bg.add_argument("--seconds", type=float, default=60.0, help="measured window")
     bg.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring")
+    bg.add_argument("--encoder-precision", choices=("float32", "int8"), default="float32",
+                    help="the policy's image encoders: float32, or INT8 as `dbp export --int8-encoders` writes them")
     bg.add_argument("--set", action="append", default=[], metavar="NODE.NAME=VALUE",
                     help="override a node's parameter (nodes: sim_robot, policy, dual_arm_command)")
     bg.set_defaults(func=_bench_graph)
@@ -588,6 +602,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--sampler", choices=("ddpm", "ddim"), default=None, help="diffusion only: the sampler to export")
     ex.add_argument("--inference-steps", type=_positive_int, default=None, help="diffusion only: sampler steps")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")
+    ex.add_argument("--int8-encoders", action="store_true",
+                    help="also write INT8 image encoders for CPU robots (policy node: encoder_precision: int8), "
+                    "calibrated on training frames; their feature error is printed and kept in policy.yaml")
+    ex.add_argument("--calibration", type=Path, default=None,
+                    help="dataset whose frames calibrate the INT8 encoders (default: the one the policy was trained on)")
     ex.set_defaults(func=_export)
 
     from dbp_control.core.data.dataset import BuildConfig

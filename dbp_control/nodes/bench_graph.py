@@ -16,10 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.export.onnx_export import export_policy
+from dbp_control.core.inference.engine import load_sidecar
 from dbp_control.core.layout import CAMERAS, SIDES, joint_names
 from dbp_control.core.policies.base import make_policy
 from dbp_control.core.policies.dbp.modeling import DBPConfig
@@ -31,9 +33,10 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def image_policy_model(folder: Path, preset: str = "small") -> Path:
-    """An untrained three-camera DBP policy, exported like a trained one (for timing only)."""
+    """An untrained three-camera DBP policy, exported like a trained one with float32 and INT8 encoders
+    (for timing only: the INT8 ones are calibrated on random frames)."""
     model = folder / "model"
-    if (model / "policy.yaml").exists():
+    if (model / "policy.yaml").exists() and all(f"encoder_{cam}_int8" in load_sidecar(model)["graphs"] for cam in CAMERAS):
         return model
     torch.manual_seed(0)
     policy = make_policy(DBPConfig(state_dim=14, action_dim=14, cameras=CAMERAS, preset=preset))
@@ -48,7 +51,9 @@ def image_policy_model(folder: Path, preset: str = "small") -> Path:
                                  "ema": {"model": policy.state_dict()},
                                  "metadata": {"dataset": {"layout": layout, "rate_hz": 10.0, "fingerprint": "untrained"},
                                               "state_keys": ["joints"]}})
-    export_policy(checkpoint, model, overwrite=True)
+    rng = np.random.default_rng(0)
+    export_policy(checkpoint, model, overwrite=True, int8_encoders=True,
+                  calibration={cam: rng.integers(0, 256, (16, 96, 96, 3), dtype=np.uint8) for cam in CAMERAS})
     return model
 
 
@@ -74,17 +79,18 @@ class GraphBenchResult:
     realtime_priority: dict[str, int]  # per node process, SCHED_FIFO priority in effect (0: normal scheduling)
     camera_frames_per_s: float  # frames the policy node received, all cameras
     image_size: tuple[int, int]
+    encoder_precision: str
 
 
 def run_graph_benchmark(out_dir: Path, *, seconds: float = 60.0, warmup_s: float = 10.0,
-                        image_size: tuple[int, int] = (480, 640),
+                        image_size: tuple[int, int] = (480, 640), encoder_precision: str = "float32",
                         overrides: Mapping[str, list[str]] | None = None) -> GraphBenchResult:
     """`overrides`: {node: ["NAME=VALUE", ...]} on top of the benchmark's own settings. The nodes report
     their timings over the measured window (their stats window is set to it)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model = image_policy_model(out_dir)
     settings = {"sim_robot": [f"image_height={image_size[0]}", f"image_width={image_size[1]}", "render=false"],
-                "policy": [f"model={model}", f"stats_window_s={seconds}"],
+                "policy": [f"model={model}", f"stats_window_s={seconds}", f"encoder_precision={encoder_precision}"],
                 "dual_arm_command": [f"latency_window_s={seconds}"]}
     unknown = sorted(set(overrides or {}) - set(settings))
     if unknown:
@@ -117,7 +123,8 @@ def run_graph_benchmark(out_dir: Path, *, seconds: float = 60.0, warmup_s: float
         inference_ms=p1["inference_ms"], observation_age_ms=p1["observation_age_ms"],
         obs_to_publish_ms=p1["obs_to_publish_ms"], obs_to_arrival_ms=c1["obs_to_chunk_arrival_ms"],
         obs_to_command_ms=c1["obs_to_command_ms"], cpu_percent=cpu, realtime_priority=realtime,
-        camera_frames_per_s=(frames(p1) - frames(p0)) / elapsed, image_size=image_size)
+        camera_frames_per_s=(frames(p1) - frames(p0)) / elapsed, image_size=image_size,
+        encoder_precision=p1["encoder_precision"])
 
 
 def format_graph_table(r: GraphBenchResult) -> str:
@@ -130,7 +137,7 @@ def format_graph_table(r: GraphBenchResult) -> str:
     command = r.obs_to_command_ms
     lines = [
         f"full graph, three {width}x{height} cameras ({r.camera_frames_per_s:.0f} frames/s, {mb_per_s:.0f} MB/s into the "
-        f"policy), {r.seconds:.0f} s:",
+        f"policy), {r.encoder_precision} encoders, {r.seconds:.0f} s:",
         f"  control rate {r.control_hz:.1f} Hz (action chunks per second; target 100); policy timer {r.timer_hz:.0f} Hz",
         row("inference (head)", r.inference_ms),
         row("joint state age at the policy tick", r.observation_age_ms),

@@ -46,6 +46,9 @@ DEFAULTS: dict[str, Any] = {
     "slop_s": DEFAULT_SLOP_S,
     "max_age_s": 0.5,  # inputs older than this on arrival are dropped
     "threads": 1,  # ONNX Runtime intra-op threads of the head (on two cores a second one competes with the frame worker)
+    # int8: the encoders of `dbp export --int8-encoders`, a few times cheaper per frame on a CPU (their
+    # feature error against float32 is in the model's policy.yaml)
+    "encoder_precision": "float32",
     "stats_window_s": 10.0,  # the status reports timings over this window
     # SCHED_FIFO priority of the control loop (0: normal scheduling); the frame worker stays below it
     "realtime_priority": 40,
@@ -59,13 +62,13 @@ class PolicyNode:
         torch.set_num_threads(1)  # image resizing on the frame worker: no second busy-waiting thread pool
         model = Path(p["model"]) if Path(p["model"]).is_dir() else MODELS_DIR / p["model"]
         cameras = tuple(c for c in p["cameras"].split(",") if c)
-        self.engine = PolicyEngine(model, threads=p["threads"])
+        self.engine = PolicyEngine(model, threads=p["threads"], encoder_precision=p["encoder_precision"])
         # the observation node resizes every frame to the policy's size, so sizes match by construction
         live = LiveConfig(cameras={c: self.engine.image_size(c) for c in cameras if c in self.engine.cameras},
                           joint_names=JOINTS, state_keys=("joints", "objects") if p["object_poses"] else ("joints",))
         check_live_config(self.engine.sidecar, live)  # a policy for another robot stops here, before anything moves
-        node.logger.info("policy %s (%s, NFE %d) on %s", model.name, self.engine.sidecar["method"],
-                         self.engine.sidecar["nfe"], ", ".join(self.engine.providers))
+        node.logger.info("policy %s (%s, NFE %d, %s encoders) on %s", model.name, self.engine.sidecar["method"],
+                         self.engine.sidecar["nfe"], p["encoder_precision"], ", ".join(self.engine.providers))
         self.loop = InferenceLoop(self.engine)
         self.assembler = ObservationAssembler(self.engine.cameras, queue_size=p["queue_size"], slop_s=p["slop_s"],
                                               max_age_s=p["max_age_s"])  # frames arrive already encoded
@@ -208,7 +211,8 @@ class PolicyNode:
                 "inference_ms": self.inference_time.summary(now),
                 "observation_age_ms": self.observation_age.summary(now),  # joint state stamp -> tick
                 "obs_to_publish_ms": self.publish_age.summary(now),  # joint state stamp -> chunk published
-                "providers": self.engine.providers, "realtime_priority": self.realtime_priority,
+                "providers": self.engine.providers, "encoder_precision": self.engine.encoder_precision,
+                "realtime_priority": self.realtime_priority,
                 "rejected_images": self.rejected_images,
                 "dropped_frames": self.dropped_frames,
                 "sync": vars(self.assembler.sync.stats) if self.assembler.sync else None,

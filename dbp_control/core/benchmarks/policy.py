@@ -22,6 +22,7 @@ import numpy as np
 from dbp_control.core.data.dataset import BuildConfig, build_dataset
 from dbp_control.core.evaluation.closed_loop import evaluate, wilson_interval
 from dbp_control.core.export.onnx_export import SIDECAR, export_policy, sha256_file
+from dbp_control.core.export.quantize import quantize_encoder
 from dbp_control.core.inference.engine import PolicyEngine
 from dbp_control.core.sim.record import record_episode
 from dbp_control.core.sim.robot import DualArmSim
@@ -75,6 +76,7 @@ class PolicyBenchResult:
     variants: list[VariantResult]
     head_ms: list[float]  # DBP head only (state + features -> chunk), at the image policy's shape
     encoder_ms: list[float]  # one camera's ResNet-18 at 96x96
+    encoder_int8_ms: list[float]  # the same, quantised to INT8 (`dbp export --int8-encoders`)
     providers: list[str]
     train_seconds: dict[str, float]
 
@@ -111,9 +113,10 @@ def _latency(fn: Callable[[], Any], calls: int) -> list[float]:
     return out
 
 
-def _image_policy_latency(cfg: PolicyBenchConfig) -> tuple[list[float], list[float]]:
-    """Head-only and encoder-only latency of a three-camera DBP policy of the same backbone (weights do not
-    change the cost, so an untrained one is exported once for timing)."""
+def _image_policy_latency(cfg: PolicyBenchConfig) -> tuple[list[float], list[float], list[float]]:
+    """Head-only and encoder-only (float32 and INT8) latency of a three-camera DBP policy of the same
+    backbone (weights do not change the cost, so an untrained one is exported once for timing, its INT8
+    encoder calibrated on random frames)."""
     import torch
 
     from dbp_control.core.export.onnx_export import EncoderGraph, HeadGraph, export_graph
@@ -134,19 +137,25 @@ def _image_policy_latency(cfg: PolicyBenchConfig) -> tuple[list[float], list[flo
         if not (folder / "encoder.onnx").exists():
             image = torch.randint(0, 256, (1, 96, 96, 3), dtype=torch.uint8)
             export_graph(EncoderGraph(policy, "head").eval(), (image,), ["image"], folder / "encoder.onnx")
+    if not (folder / "encoder_int8.onnx").exists():
+        quantize_encoder(folder / "encoder.onnx", folder / "encoder_int8.onnx",
+                         np.random.default_rng(0).integers(0, 256, (16, 96, 96, 3), dtype=np.uint8))
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = cfg.threads, 1
     head = ort.InferenceSession(str(folder / "head.onnx"), options, providers=["CPUExecutionProvider"])
-    encoder = ort.InferenceSession(str(folder / "encoder.onnx"), options, providers=["CPUExecutionProvider"])
+    encoders = [ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])
+                for name in ("encoder.onnx", "encoder_int8.onnx")]
     feeds = {k: v.numpy() for k, v in head_inputs.items()}
     image = {"image": np.random.default_rng(0).integers(0, 256, (1, 96, 96, 3), dtype=np.uint8)}
     for _ in range(10):
         head.run(None, feeds)
-        encoder.run(None, image)
-    return _latency(lambda: head.run(None, feeds), cfg.latency_calls), _latency(lambda: encoder.run(None, image),
-                                                                               cfg.latency_calls)
+        for encoder in encoders:
+            encoder.run(None, image)
+    head_ms = _latency(lambda: head.run(None, feeds), cfg.latency_calls)
+    encoder_ms, encoder_int8_ms = (_latency(lambda e=e: e.run(None, image), cfg.latency_calls) for e in encoders)
+    return head_ms, encoder_ms, encoder_int8_ms
 
 
 def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
@@ -186,13 +195,15 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
                                   step_hz=float(engine.step_hz), progress=bar(f"{task}: eval {label}"))
             variants.append(VariantResult(task, label, int(engine.sidecar["nfe"]), evaluation.successes,
                                           len(evaluation.episodes), latency))
-    head_ms, encoder_ms = _image_policy_latency(cfg)
-    result = PolicyBenchResult(variants, head_ms, encoder_ms, providers, train_seconds)
+    head_ms, encoder_ms, encoder_int8_ms = _image_policy_latency(cfg)
+    result = PolicyBenchResult(variants, head_ms, encoder_ms, encoder_int8_ms, providers, train_seconds)
     (cfg.out_dir / "results.json").write_text(json.dumps({
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "variants": [{**asdict(v), "p50_ms": v.p50, "p99_ms": v.p99} for v in variants],
         "head_ms": {"p50": float(np.percentile(head_ms, 50)), "p99": float(np.percentile(head_ms, 99))},
         "encoder_ms": {"p50": float(np.percentile(encoder_ms, 50)), "p99": float(np.percentile(encoder_ms, 99))},
+        "encoder_int8_ms": {"p50": float(np.percentile(encoder_int8_ms, 50)),
+                            "p99": float(np.percentile(encoder_int8_ms, 99))},
         "providers": providers, "train_seconds": train_seconds,
     }, indent=2))
     plot_policy_benchmark(result, cfg.out_dir / "bench_policy.png")
@@ -207,7 +218,7 @@ def format_policy_table(result: PolicyBenchResult) -> str:
         low, high = wilson_interval(v.successes, v.episodes)
         lines.append(f"{v.task:<10} {v.label:<9} {v.nfe:>4} {v.successes:>4}/{v.episodes:<3} {low:>4.0%}-{high:<4.0%}"
                      f" {v.p50:>8.2f} {v.p99:>8.2f} {v.p50 / dbp.p50:>9.1f}")
-    head, enc = np.asarray(result.head_ms), np.asarray(result.encoder_ms)
+    head, enc, enc8 = np.asarray(result.head_ms), np.asarray(result.encoder_ms), np.asarray(result.encoder_int8_ms)
     lines += [
         "",
         f"one chunk = the head through ONNX Runtime on {result.providers[0] if result.providers else '?'} "
@@ -215,7 +226,8 @@ def format_policy_table(result: PolicyBenchResult) -> str:
         f"head only, three-camera image policy (features + state + z -> chunk): p50 {np.percentile(head, 50):.2f} ms, "
         f"p99 {np.percentile(head, 99):.2f} ms",
         f"encoder only, ResNet-18 at 96x96, one camera: p50 {np.percentile(enc, 50):.2f} ms, "
-        f"p99 {np.percentile(enc, 99):.2f} ms",
+        f"p99 {np.percentile(enc, 99):.2f} ms; INT8: p50 {np.percentile(enc8, 50):.2f} ms, "
+        f"p99 {np.percentile(enc8, 99):.2f} ms",
     ]
     for task in dict.fromkeys(v.task for v in result.variants):
         rows = {v.label: v for v in result.variants if v.task == task}

@@ -455,6 +455,17 @@ class Dataset:
             self._cache[name] = self.root[f"data/{name}"][:]
         return self._cache[name]
 
+    def frames(self, camera: str, count: int, split: str = "train") -> np.ndarray:
+        """`count` frames of `camera` spread evenly over the split's steps (read without loading the rest)."""
+        if camera not in self.cameras:
+            raise DatasetError(f"{self.path} has no camera {camera!r}; it has {list(self.cameras)}")
+        steps = np.concatenate([np.arange(s.start, s.stop) for s in map(self.episode_slice, self.split.get(split, []))]
+                               or [np.zeros(0, np.int64)])
+        if not len(steps):
+            raise DatasetError(f"{self.path}: the {split!r} split has no steps")
+        chosen = steps[np.linspace(0, len(steps) - 1, min(count, len(steps))).round().astype(np.int64)]
+        return np.asarray(self.root[f"data/images/{camera}"].oindex[chosen])
+
     def episode_slice(self, episode: int) -> slice:
         start = int(self.episode_ends[episode - 1]) if episode else 0
         return slice(start, int(self.episode_ends[episode]))

@@ -7,6 +7,8 @@ units:
   input so the caller controls sampling; DDPM also takes z_steps [K - 1, 1, T, D]) -> action [1, T, D]
 - `policy.onnx`: the two in one (image_<camera> uint8 [1, To, H, W, 3] instead of features), for other
   runtimes; the engine runs the split pair so features are computed once per camera frame.
+- optionally `encoder_<camera>_int8.onnx`: the encoder quantised to INT8 for CPU robots, with its
+  measured feature error in the sidecar (`dbp_control.core.export.quantize`).
 Iterative samplers (DDIM, DDPM) are unrolled inside the head: one call gives one chunk.
 """
 
@@ -14,13 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
 
+from dbp_control.core.data.dataset import Dataset, DatasetError
+from dbp_control.core.export.quantize import CALIBRATION_FRAMES, quantize_encoder
 from dbp_control.core.layout import SIDES, joint_names
 from dbp_control.core.policies import Policy
 from dbp_control.core.policies.diffusion.modeling import DiffusionPolicy
@@ -91,6 +97,32 @@ def export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], names: list[
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
+def _calibration_frames(policy: Policy, metadata: dict[str, Any],
+                        calibration: Path | Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Frames per camera at the policy's image size for INT8 calibration; any problem is an ExportError."""
+    cameras, size = policy.config.cameras, tuple(policy.config.image_shape)
+    if not cameras:
+        raise ExportError("int8 encoders need an image policy; this one reads no cameras")
+    if calibration is None or isinstance(calibration, (str, Path)):
+        path = Path(calibration or metadata["dataset"].get("path", ""))
+        try:
+            dataset = Dataset(path)
+            frames = {cam: dataset.frames(cam, CALIBRATION_FRAMES) for cam in cameras}
+        except DatasetError as exc:
+            raise ExportError(f"int8 calibration needs the training frames: {exc} (pass a dataset with the "
+                              "policy's cameras as calibration)") from None
+    else:
+        frames = {cam: np.asarray(calibration[cam]) for cam in cameras if cam in calibration}
+    for cam in cameras:
+        got = frames.get(cam)
+        if got is None:
+            raise ExportError(f"int8 calibration has no frames of camera {cam!r}")
+        if got.dtype != np.uint8 or got.ndim != 4 or got.shape[1:] != (*size, 3) or len(got) < 2:
+            raise ExportError(f"int8 calibration frames of {cam!r} must be uint8 [N >= 2, {size[0]}, {size[1]}, 3], "
+                              f"got {got.dtype} {list(got.shape)}")
+    return frames
+
+
 def _output_name(module: nn.Module) -> str:
     return "features" if isinstance(module, EncoderGraph) else "action"
 
@@ -100,9 +132,12 @@ def _spec(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
 
 
 def export_policy(checkpoint: Path, out_dir: Path, *, overwrite: bool = False, sampler: str | None = None,
-                  inference_steps: int | None = None) -> Path:
+                  inference_steps: int | None = None, int8_encoders: bool = False,
+                  calibration: Path | Mapping[str, np.ndarray] | None = None) -> Path:
     """Write the graphs and the sidecar into `out_dir` (refused if it holds an export, unless `overwrite`).
-    A diffusion checkpoint can be exported with another sampler (e.g. DDIM with 10 steps)."""
+    A diffusion checkpoint can be exported with another sampler (e.g. DDIM with 10 steps).
+    `int8_encoders`: also write INT8 encoders (`encoder_<camera>_int8` graphs), calibrated on frames of
+    `calibration` (a dataset path, or uint8 [N, H, W, 3] frames per camera; default: the training dataset)."""
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     data = read_checkpoint(checkpoint)
     metadata = data.get("metadata") or {}
@@ -111,8 +146,9 @@ def export_policy(checkpoint: Path, out_dir: Path, *, overwrite: bool = False, s
                           "the robot interface the export needs")
     if (out_dir / SIDECAR).exists() and not overwrite:
         raise ExportError(f"{out_dir} already holds an exported policy; pass overwrite to replace it")
-    out_dir.mkdir(parents=True, exist_ok=True)
     policy = load_policy(checkpoint).float()
+    calibration_frames = _calibration_frames(policy, metadata, calibration) if int8_encoders else {}
+    out_dir.mkdir(parents=True, exist_ok=True)
     if sampler is not None or inference_steps is not None:
         if not isinstance(policy, DiffusionPolicy):
             raise ExportError(f"{checkpoint} holds a {policy.config.method} policy; only diffusion has samplers")
@@ -149,6 +185,12 @@ def export_policy(checkpoint: Path, out_dir: Path, *, overwrite: bool = False, s
             export_graph(full, tuple(inputs.values()), list(inputs), out_dir / "policy.onnx")
             files["policy"] = {"file": "policy.onnx", "inputs": _spec(inputs),
                                "outputs": _spec({"action": full(*inputs.values())})}
+    for cam, frames in calibration_frames.items():
+        float_graph = files[f"encoder_{cam}"]
+        path = out_dir / f"encoder_{cam}_int8.onnx"
+        files[f"encoder_{cam}_int8"] = {"file": path.name, "inputs": float_graph["inputs"],
+                                        "outputs": float_graph["outputs"],
+                                        "int8": quantize_encoder(out_dir / float_graph["file"], path, frames)}
     for entry in files.values():
         entry["sha256"] = sha256_file(out_dir / entry["file"])
     state_names = list(layout["state"]["names"])

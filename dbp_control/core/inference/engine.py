@@ -21,6 +21,7 @@ from dbp_control.core.export.onnx_export import SIDECAR, SIDECAR_FORMAT, SIDECAR
 from dbp_control.core.yaml_files import load_mapping
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+ENCODER_PRECISIONS = {"float32": "", "int8": "_int8"}  # -> the suffix of the encoder graphs' names
 
 
 class EngineError(ValueError):
@@ -85,15 +86,27 @@ def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
 
 class PolicyEngine:
     def __init__(self, model_dir: Path, *, live: LiveConfig | None = None, providers: Sequence[str] | None = None,
-                 threads: int = 2, warmup: int = 5, io_binding: bool | None = None) -> None:
+                 threads: int = 2, warmup: int = 5, io_binding: bool | None = None,
+                 encoder_precision: str = "float32") -> None:
         """`io_binding`: bind the head's inputs and output explicitly (default: on a GPU provider, where it
-        saves ONNX Runtime's own staging copies; on the CPU plain `run` is already zero-copy)."""
+        saves ONNX Runtime's own staging copies; on the CPU plain `run` is already zero-copy).
+        `encoder_precision`: float32, or int8 for the quantised encoders of `dbp export --int8-encoders`."""
         import onnxruntime as ort
 
         self.model_dir = Path(model_dir)
         self.sidecar = load_sidecar(self.model_dir)
         if live is not None:
             check_live_config(self.sidecar, live)
+        if encoder_precision not in ENCODER_PRECISIONS:
+            raise EngineError(f"encoder_precision must be one of {list(ENCODER_PRECISIONS)}, got {encoder_precision!r}")
+        suffix = ENCODER_PRECISIONS[encoder_precision]
+        graphs = {"head": "head", **{f"encoder_{cam}": f"encoder_{cam}{suffix}" for cam in self.sidecar["cameras"]}}
+        missing = sorted(file for file in graphs.values() if file not in self.sidecar["graphs"])
+        if missing:
+            raise EngineError(f"{self.model_dir} has no graph(s) {missing}"
+                              + (" (export with --int8-encoders)" if suffix else ""))
+        self.encoder_precision = encoder_precision
+
         def options(intra_threads: int, spinning: bool) -> Any:
             o = ort.SessionOptions()
             o.intra_op_num_threads, o.inter_op_num_threads = intra_threads, 1
@@ -103,15 +116,13 @@ class PolicyEngine:
             o.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
             return o
 
-        # the head runs at the control rate with `threads` threads that spin between calls (lowest latency);
-        # encoders run once per camera frame beside it, on one thread that sleeps when idle, so the two
-        # never compete for the cores with busy-waiting thread pools
+        # the head runs at the control rate with `threads` threads, the encoders once per camera frame beside
+        # it on one thread; no pool busy-waits between calls, so the two never burn each other's cores
         head_options, encoder_options = options(threads, False), options(1, False)
         chosen = choose_providers(providers)
         self.sessions: dict[str, Any] = {}
-        for name, graph in self.sidecar["graphs"].items():
-            if name == "policy":
-                continue  # the fused graph is for other runtimes; the engine runs the split pair
+        for name, file in graphs.items():  # the fused policy graph is for other runtimes: the split pair runs here
+            graph = self.sidecar["graphs"][file]
             try:
                 self.sessions[name] = ort.InferenceSession(str(self.model_dir / graph["file"]),
                                                            head_options if name == "head" else encoder_options,
