@@ -8,12 +8,12 @@ import pytest
 import torch
 import yaml
 
-from dbp_control.core.data.dataset import JOINTS, DatasetError, DatasetWriter, EpisodeArrays
+from dbp_control.core.data.dataset import JOINTS, Dataset, DatasetError, DatasetWriter, EpisodeArrays
 from dbp_control.core.evaluation.closed_loop import TorchChunkPolicy, evaluate, wilson_interval
 from dbp_control.core.export.onnx_export import ExportError, export_policy
 from dbp_control.core.inference.engine import EngineError, LiveConfig, PolicyEngine
 from dbp_control.core.training.checkpoint import load_policy, read_checkpoint
-from dbp_control.core.training.recipe import TrainRecipe, train_on_dataset
+from dbp_control.core.training.recipe import TrainRecipe, train_on_dataset, windows_for
 
 CAMERAS = ("left_wrist", "right_wrist", "head")
 
@@ -200,8 +200,31 @@ def test_the_drift_field_settings_reach_the_dbp_config_and_are_dbp_only(tmp_path
     config = train_on_dataset(dataset, recipe, tmp_path / "t", progress=False).train.policy.config
     assert (config.num_generated, config.temperatures) == (6, (0.1, 0.3))
     assert read_checkpoint(tmp_path / "t" / "checkpoint.pt")["metadata"]["recipe"]["num_generated"] == 6
-    with pytest.raises(ValueError, match="num_generated and temperatures are DBP's; method 'diffusion' has neither"):
+    with pytest.raises(ValueError, match="num_generated, temperatures and neighbour_positives are DBP's; "
+                                         "method 'diffusion' has none"):
         TrainRecipe(method="diffusion", num_generated=8)
+
+
+def test_neighbour_positives_come_from_the_nearest_windows_of_other_episodes(tmp_path):
+    dataset = Dataset(make_dataset(tmp_path / "d.zarr", episodes=4, val_fraction=0.25))
+    recipe = TrainRecipe(method="dbp", neighbour_positives=2, **TINY)
+    windows = windows_for(dataset, recipe, "train", neighbours=True)
+    assert windows_for(dataset, recipe, "train").neighbours is None  # only when asked (validation: own demos)
+    obs = windows.state[windows.index[:, : windows.n_obs_steps]].flatten(1)
+    obs = (obs - obs.mean(0)) / obs.std(0).clamp_min(1e-6)
+    for i in (0, 17, len(windows) - 1):  # brute force: the nearest windows whose episode differs
+        other = windows.episode_of != windows.episode_of[i]
+        dist = torch.where(other, (obs - obs[i]).pow(2).sum(1), torch.tensor(float("inf")))
+        assert set(windows.neighbours[i].tolist()) == set(dist.topk(2, largest=False).indices.tolist())
+    batch = windows.batch(torch.tensor([0, 17]))
+    assert batch["neighbour_action"].shape == (2, 2, 8, 14)
+    torch.testing.assert_close(batch["neighbour_action"][1, 0], windows.action[windows.index[windows.neighbours[17, 0]]])
+    config = train_on_dataset(dataset.path, recipe, tmp_path / "t", progress=False).train.policy.config
+    assert config.neighbour_positives == 2
+    with pytest.raises(DatasetError, match="1000 neighbours asked, but a window has only"):
+        windows_for(dataset, TrainRecipe(method="dbp", neighbour_positives=1000, **TINY), "train", neighbours=True)
+    with pytest.raises(ValueError, match="neighbour_action must be \\[B, K, 8, 14\\]"):
+        load_policy(tmp_path / "t" / "checkpoint.pt").compute_loss({**batch, "neighbour_action": batch["action"]})
 
 
 def test_datasets_that_cannot_train_are_refused_before_anything_moves(tmp_path):

@@ -79,6 +79,11 @@ def test_resuming_with_another_config_is_refused(tmp_path):
         train(_fresh_policy(), _dataset(), TrainConfig(steps=2, batch_size=4, lr=1e-2), tmp_path, progress=False)
     with pytest.raises(CheckpointError, match="num_generated: 4 -> 8"):
         train(_fresh_policy(DBPConfig(**SHAPE, num_generated=8)), _dataset(), cfg, tmp_path, progress=False)
+    # a field added to the config since the checkpoint was made compares at its default
+    saved = read_checkpoint(tmp_path / CHECKPOINT_NAME)
+    del saved["policy_config"]["neighbour_positives"]
+    torch.save(saved, tmp_path / CHECKPOINT_NAME)
+    train(_fresh_policy(), _dataset(), cfg, tmp_path, progress=False)
     # a different logging cadence is not a different experiment
     train(_fresh_policy(), _dataset(), TrainConfig(steps=2, batch_size=4, log_every=1), tmp_path, progress=False)
 

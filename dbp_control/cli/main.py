@@ -220,7 +220,8 @@ def _train(args: argparse.Namespace) -> int:
     recipe = TrainRecipe(method=args.method, obs=args.obs, preset=args.preset, down_dims=args.down_dims or (),
                          horizon=args.horizon, n_obs_steps=args.n_obs_steps, n_action_steps=args.n_action_steps,
                          steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_max_decay=args.ema_decay,
-                         seed=args.seed, num_generated=args.num_generated, temperatures=args.temperatures)
+                         seed=args.seed, num_generated=args.num_generated, temperatures=args.temperatures,
+                         neighbour_positives=args.neighbour_positives)
     out = args.out or Path("outputs") / "train" / f"{args.dataset.stem}_{args.method}_{args.obs}"
     result = train_on_dataset(args.dataset, recipe, out, resume=not args.fresh, progress=not args.quiet)
     resumed = f" (resumed from step {result.train.resumed_from})" if result.train.resumed_from else ""
@@ -574,6 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="DBP: samples drawn per observation to build the drift field (G)")
     tr.add_argument("--temperatures", type=_temperatures, default=t.temperatures,
                     help="DBP: kernel temperatures of the drift field, comma-separated")
+    tr.add_argument("--neighbour-positives", type=int, default=t.neighbour_positives, metavar="K",
+                    help="DBP: the action chunks of the K nearest observations of other demonstrations join each "
+                    "window's own as positives of the drift field (0: its own only)")
     tr.add_argument("--out", type=Path, default=None, help="output folder (default outputs/train/<dataset>_<method>_<obs>)")
     tr.add_argument("--fresh", action="store_true", help="start over instead of resuming a checkpoint in --out")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")

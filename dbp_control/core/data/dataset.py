@@ -477,8 +477,10 @@ class WindowDataset:
     Diffusion Policy's sampler (n_obs_steps - 1 before, n_action_steps - 1 after). A BatchSource."""
 
     def __init__(self, dataset: Dataset, split: str, *, n_obs_steps: int, horizon: int, n_action_steps: int,
-                 use_objects: bool = False, cameras: tuple[str, ...] | None = None) -> None:
-        """`cameras`: the cameras to read (default: all the dataset has; () for none)."""
+                 use_objects: bool = False, cameras: tuple[str, ...] | None = None, neighbours: int = 0) -> None:
+        """`cameras`: the cameras to read (default: all the dataset has; () for none). `neighbours`: also
+        give each window's action chunks of the `neighbours` windows of OTHER episodes whose observed
+        state is nearest (`neighbour_action` [B, K, T, D]: extra positives for DBP's drift field)."""
         if split not in dataset.split:
             raise DatasetError(f"{dataset.path} has no {split!r} split; splits: {sorted(dataset.split)}")
         episodes = dataset.split[split]
@@ -506,6 +508,25 @@ class WindowDataset:
         if missing:
             raise DatasetError(f"{dataset.path} has no camera(s) {missing}; it has {list(dataset.cameras)}")
         self.images = {cam: torch.from_numpy(dataset.array(f"images/{cam}")) for cam in cameras}
+        self.episode_of = torch.from_numpy(np.concatenate([np.full(len(w), i) for i, w in enumerate(windows)]))
+        self.neighbours = self._nearest_other_episode_windows(neighbours) if neighbours > 0 else None
+
+    def _nearest_other_episode_windows(self, k: int, block: int = 1024) -> torch.Tensor:
+        """[windows, k]: per window, the windows of other episodes nearest in observed state (standardised)."""
+        others = len(self.index) - int(torch.bincount(self.episode_of).max())  # the fewest any window has
+        if k > others:
+            raise DatasetError(f"{self.dataset.path}: {k} neighbours asked, but a window has only {others} windows "
+                               "of other episodes in the split")
+        obs = self.state[self.index[:, : self.n_obs_steps]].flatten(1).double()
+        obs = ((obs - obs.mean(0)) / obs.std(0).clamp_min(1e-6)).float()
+        sq = (obs * obs).sum(1)
+        out = []
+        for start in range(0, len(obs), block):
+            query = obs[start : start + block]
+            dist = sq[start : start + block, None] + sq[None, :] - 2 * query @ obs.T
+            dist[self.episode_of[start : start + block, None] == self.episode_of[None, :]] = float("inf")
+            out.append(dist.topk(k, dim=1, largest=False).indices)
+        return torch.cat(out)
 
     @property
     def state_dim(self) -> int:
@@ -522,6 +543,8 @@ class WindowDataset:
         window = self.index[indices]  # [B, horizon] global step indices
         obs = window[:, : self.n_obs_steps]
         out: dict[str, torch.Tensor | dict[str, torch.Tensor]] = {"state": self.state[obs], "action": self.action[window]}
+        if self.neighbours is not None:
+            out["neighbour_action"] = self.action[self.index[self.neighbours[indices]]]  # [B, K, T, D]
         if self.images:
             out["images"] = {cam: img[obs].permute(0, 1, 4, 2, 3) for cam, img in self.images.items()}
         return out

@@ -127,7 +127,16 @@ class Policy(nn.Module):
         if action.ndim != 3 or action.shape[1:] != (c.horizon, c.action_dim):
             raise ValueError(f"action must be [B, {c.horizon}, {c.action_dim}] (horizon, action_dim), got {tuple(action.shape)}")
         cond = self.encode(batch["state"], batch.get("images"))
-        return self.loss_from_normalized(cond, self.action_normalizer.normalize(action))
+        extra = {}
+        if "neighbour_action" in batch:  # more demonstrations as positives (DBP with neighbour_positives)
+            neighbours = batch["neighbour_action"]
+            if neighbours.ndim != 4 or neighbours.shape[0] != action.shape[0] or neighbours.shape[2:] != action.shape[1:]:
+                raise ValueError(f"neighbour_action must be [B, K, {c.horizon}, {c.action_dim}] for a batch of "
+                                 f"{action.shape[0]}, got {tuple(neighbours.shape)}")
+            if not torch.isfinite(neighbours).all():
+                raise ValueError("batch key 'neighbour_action' contains NaN or inf")
+            extra["neighbour_action"] = self.action_normalizer.normalize(neighbours)
+        return self.loss_from_normalized(cond, self.action_normalizer.normalize(action), **extra)
 
     @torch.no_grad()
     def predict_chunk(

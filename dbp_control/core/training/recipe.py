@@ -39,16 +39,22 @@ class TrainRecipe:
     lr: float = 1e-3
     ema_max_decay: float = 0.99
     seed: int = 0
-    # DBP only: samples per observation and kernel temperatures of the drift field
+    # DBP only: samples per observation, kernel temperatures of the drift field, and how many nearest
+    # other demonstrations' chunks join each window's own as positives
     num_generated: int = DBPConfig.num_generated
     temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
+    neighbour_positives: int = DBPConfig.neighbour_positives
 
     def __post_init__(self) -> None:
         if self.method not in available_methods():
             raise ValueError(f"unknown method {self.method!r}; known: {available_methods()}")
         if self.method != "dbp" and (self.num_generated != DBPConfig.num_generated
-                                     or tuple(self.temperatures) != DEFAULT_TEMPERATURES):
-            raise ValueError(f"num_generated and temperatures are DBP's; method {self.method!r} has neither")
+                                     or tuple(self.temperatures) != DEFAULT_TEMPERATURES
+                                     or self.neighbour_positives != DBPConfig.neighbour_positives):
+            raise ValueError(f"num_generated, temperatures and neighbour_positives are DBP's; method {self.method!r} "
+                             "has none of them")
+        if self.neighbour_positives < 0:
+            raise ValueError(f"neighbour_positives must be >= 0, got {self.neighbour_positives}")
         if self.obs not in OBSERVATIONS:
             raise ValueError(f"unknown observation type {self.obs!r}; known: {list(OBSERVATIONS)}")
 
@@ -58,13 +64,15 @@ def dataset_fingerprint(dataset: Dataset) -> str:
     return hashlib.sha256(json.dumps(dict(dataset.root.attrs), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def windows_for(dataset: Dataset, recipe: TrainRecipe, split: str) -> WindowDataset:
+def windows_for(dataset: Dataset, recipe: TrainRecipe, split: str, *, neighbours: bool = False) -> WindowDataset:
+    """The recipe's windows of `split`; with `neighbours`, carrying the recipe's neighbour positives."""
     if recipe.obs == "image" and not dataset.cameras:
         raise DatasetError(f"{dataset.path} has no cameras; build it with cameras or train with --obs state")
     return WindowDataset(dataset, split, n_obs_steps=recipe.n_obs_steps, horizon=recipe.horizon,
                          n_action_steps=recipe.n_action_steps,
                          use_objects=recipe.obs == "state" and bool(dataset.layout.get("objects")),
-                         cameras=dataset.cameras if recipe.obs == "image" else ())
+                         cameras=dataset.cameras if recipe.obs == "image" else (),
+                         neighbours=recipe.neighbour_positives if neighbours else 0)
 
 
 @dataclass(frozen=True)
@@ -77,9 +85,10 @@ class RecipeResult:
 def train_on_dataset(dataset_path: Path, recipe: TrainRecipe, out_dir: Path, *, resume: bool = True,
                      progress: bool = True) -> RecipeResult:
     dataset = Dataset(dataset_path)
-    windows = windows_for(dataset, recipe, "train")
+    windows = windows_for(dataset, recipe, "train", neighbours=True)
     image_size = next(iter(dataset.layout["cameras"].values()))["size"] if windows.images else (96, 96)
-    method_fields = {"dbp": {"num_generated": recipe.num_generated, "temperatures": tuple(recipe.temperatures)},
+    method_fields = {"dbp": {"num_generated": recipe.num_generated, "temperatures": tuple(recipe.temperatures),
+                             "neighbour_positives": recipe.neighbour_positives},
                      "bc": {}, "diffusion": {"sampler": "ddpm"}}[recipe.method]
     config = config_from_dict({
         "method": recipe.method, "state_dim": windows.state_dim, "action_dim": windows.action_dim,
@@ -103,6 +112,7 @@ def train_on_dataset(dataset_path: Path, recipe: TrainRecipe, out_dir: Path, *, 
                    metadata=metadata)
     val = None
     if dataset.split.get("val"):
+        # own demonstrations only: a validation split is too small to draw neighbour positives from
         val = validation_loss(result.policy, windows_for(dataset, recipe, "val"), seed=recipe.seed)
         with (Path(out_dir) / METRICS_NAME).open("a") as log:
             log.write(json.dumps({"step": recipe.steps, "val_loss": val}) + "\n")

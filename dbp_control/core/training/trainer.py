@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dbp_control.core.policies import Policy
+from dbp_control.core.policies import Policy, config_from_dict
 from dbp_control.core.training.checkpoint import (
     CheckpointError,
     config_differences,
@@ -118,7 +118,8 @@ def train(
     start = 0
     if resume and ckpt_path.exists():
         data = read_checkpoint(ckpt_path)
-        diff = config_differences(data["policy_config"], policy.config.to_dict())
+        # through the config class, so fields added since the checkpoint was made compare at their defaults
+        diff = config_differences(config_from_dict(data["policy_config"]).to_dict(), policy.config.to_dict())
         diff += [d for d in config_differences(data["train_config"], train_cfg) if d.split(":")[0] not in _CADENCE_FIELDS]
         if diff:
             raise CheckpointError(

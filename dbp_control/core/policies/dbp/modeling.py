@@ -16,12 +16,17 @@ class DBPConfig(PolicyConfig):
     method: ClassVar[str] = "dbp"
     num_generated: int = 4  # G: samples drawn per observation to build the drift field
     temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
+    # K: the action chunks of the K nearest observations of other demonstrations join each window's own as
+    # positives (P = 1 + K), so the field sees the modes an observation leads to, not one demonstration's
+    neighbour_positives: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.temperatures = tuple(float(t) for t in self.temperatures)
         if self.num_generated < 2:
             raise ValueError(f"DBPConfig.num_generated must be >= 2 (samples repel each other), got {self.num_generated}")
+        if self.neighbour_positives < 0:
+            raise ValueError(f"DBPConfig.neighbour_positives must be >= 0, got {self.neighbour_positives}")
 
 
 @register_policy
@@ -30,14 +35,17 @@ class DBPPolicy(Policy):
     config: DBPConfig
     nfe = 1
 
-    def loss_from_normalized(self, cond: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss_from_normalized(self, cond: torch.Tensor, action: torch.Tensor,
+                             neighbour_action: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`neighbour_action`: [B, K, T, D] other demonstrations' chunks, positives beside `action`."""
         batch, horizon, dim = action.shape
         n_gen = self.config.num_generated
         z = torch.randn(batch * n_gen, horizon, dim, device=action.device)
         gen = self.net(z, cond.repeat_interleave(n_gen, dim=0))
-        loss, diagnostics = drift_loss(
-            gen.reshape(batch, n_gen, horizon * dim), action.reshape(batch, 1, horizon * dim), self.config.temperatures
-        )
+        pos = action.reshape(batch, 1, horizon * dim)
+        if neighbour_action is not None:
+            pos = torch.cat([pos, neighbour_action.reshape(batch, -1, horizon * dim)], dim=1)
+        loss, diagnostics = drift_loss(gen.reshape(batch, n_gen, horizon * dim), pos, self.config.temperatures)
         return loss.mean(), diagnostics
 
     def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
