@@ -176,7 +176,7 @@ def test_images_of_the_wrong_encoding_or_size_are_rejected_and_the_loop_goes_on(
 
     nodes = {"sim_robot": ["sim_robot", "--set", "cameras=false"],
              "policy": ["policy", "--set", f"model={image_model}", "--set", f"encoder_precision={encoder_precision}"]}
-    with NodeProcesses(nodes, {"policy": "policy_status"}) as graph:
+    with NodeProcesses(nodes, {"policy": "policy_status", "observation": "observation_status"}) as graph:
         publishers = {cam: graph.probe.publisher(CHANNELS[f"{cam}_image"]) for cam in CAMERAS}
         bad_frames: queue.SimpleQueue = queue.SimpleQueue()
         streaming = threading.Event()
@@ -197,12 +197,13 @@ def test_images_of_the_wrong_encoding_or_size_are_rejected_and_the_loop_goes_on(
         streamer.start()
         try:
             assert wait_for(lambda: graph.latest.get("policy", {}).get("ticks", 0) > 50, 90), graph.latest
-            assert graph.latest["policy"]["rejected_images"] == 0
+            assert graph.latest["observation"]["rejected_images"] == 0
             assert graph.latest["policy"]["encoder_precision"] == encoder_precision
             ticks = graph.latest["policy"]["ticks"]
             bad_frames.put(lambda msg: setattr(msg, "encoding", "16UC1"))
             bad_frames.put(lambda msg: setattr(msg, "data", msg.data[:100]))
-            assert wait_for(lambda: graph.latest["policy"]["rejected_images"] == 2, 10), json.dumps(graph.latest["policy"])
+            assert wait_for(lambda: graph.latest["observation"]["rejected_images"] == 2, 10), \
+                json.dumps(graph.latest["observation"])
             assert wait_for(lambda: graph.latest["policy"]["ticks"] > ticks + 50, 10), graph.latest["policy"]
             graph.check_alive()
         finally:

@@ -8,16 +8,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dbp_control.nodes import NODE_CLASSES, node_class
+from dbp_control.nodes import NODE_CLASSES, hosted_nodes, node_parameters
 from dbp_control.nodes.graph import GraphError, load_graph, mode_nodes
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def node_defaults(name):
-    import importlib
-
-    return importlib.import_module(node_class(name).__module__).DEFAULTS
+def declared_parameters(node, executable=None):
+    """The parameters `node` declares: a node of `executable`, or (in mode files) a node instance of the
+    graph or a node a multi-node executable hosts."""
+    if executable is None:
+        instances = load_graph()["nodes"]
+        executable = instances[node]["executable"] if node in instances else \
+            next(e for e in NODE_CLASSES if node in (hosted_nodes(e) or {}))
+    return node_parameters(executable, node)
 
 
 def test_every_mode_names_existing_nodes_executables_and_parameter_files():
@@ -36,8 +40,7 @@ def test_every_parameter_in_the_config_files_is_declared_with_its_type():
             continue
         executable = path.stem if path.parent.name == "config" else None
         for node, section in yaml.safe_load(path.read_text()).items():
-            kind = executable or load_graph()["nodes"][node]["executable"]  # mode files name node instances
-            defaults = node_defaults(kind)
+            defaults = declared_parameters(node, executable)
             for name, value in section["ros__parameters"].items():
                 assert name in defaults, f"{path.name}: {node} declares no parameter {name!r}"
                 expected = type(defaults[name])
@@ -65,3 +68,25 @@ def test_the_launch_helper_builds_nodes_from_the_graph():
     assert "mode_nodes(mode, config)" in source and "executable=node.executable, name=node.name" in source
     robot = {n.name: n for n in mode_nodes("robot")}
     assert robot["head_camera"].executable == "camera" and robot["head_camera"].parameter_files[0].name == "camera.yaml"
+
+
+def test_the_policy_process_hosts_observation_and_inference_nodes_each_with_its_parameters():
+    assert sorted(hosted_nodes("policy")) == ["observation", "policy"]
+    assert hosted_nodes("dual_arm_command") is None
+    sections = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
+    assert sorted(sections) == ["observation", "policy"]
+    for node, section in sections.items():  # every declared parameter is in the file, and nothing else
+        assert sorted(section["ros__parameters"]) == sorted(node_parameters("policy", node)), node
+    with pytest.raises(KeyError, match="hosts nodes \\['observation', 'policy'\\], not 'inference'"):
+        node_parameters("policy", "inference")
+
+
+def test_overrides_of_a_multi_node_process_go_to_the_nodes_that_declare_them():
+    from dbp_control.middleware.port import PortError
+    from dbp_control.nodes.runner import split_overrides
+
+    hosted = hosted_nodes("policy")
+    routed = split_overrides({"slop_s": 0.03, "encoder_precision": "int8"}, hosted)
+    assert routed == {"observation": {"slop_s": 0.03}, "policy": {"encoder_precision": "int8"}}
+    with pytest.raises(PortError, match=r"no node of this process declares parameter\(s\) \['rate_hz'\]"):
+        split_overrides({"rate_hz": 100.0}, hosted)

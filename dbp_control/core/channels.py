@@ -74,6 +74,7 @@ CHANNELS: dict[str, Channel] = {
     "enable": Channel("/dbp/enable", "std_msgs/msg/Bool", Qos.RELIABLE, 0.0),
     "command_status": Channel("/dbp/command_status", "std_msgs/msg/String", Qos.RELIABLE, 10.0),
     "policy_status": Channel("/dbp/policy_status", "std_msgs/msg/String", Qos.RELIABLE, 10.0),
+    "observation_status": Channel("/dbp/observation_status", "std_msgs/msg/String", Qos.RELIABLE, 10.0),
     # recording: "start" (optionally followed by a JSON description), "stop", "discard", "success", "failure"
     "episode_control": Channel("/dbp/episode_control", "std_msgs/msg/String", Qos.RELIABLE, 0.0),
     "recorder_status": Channel("/dbp/recorder_status", "std_msgs/msg/String", Qos.RELIABLE, 2.0),

@@ -72,11 +72,14 @@ class RclpyServiceClient(ServiceClient):
 
 
 class RclpyBackendNode(Node):
+    _alive = 0  # nodes of this process not yet shut down: the last one shuts rclpy down
+
     def __init__(self, name: str, *, distro: str | None = None, args: list[str] | None = None) -> None:
         super().__init__(name, distro or os.environ.get("ROS_DISTRO", "humble"))
         if not rclpy.ok():
             rclpy.init(args=args)
         self.ros = RclpyNode(name)
+        RclpyBackendNode._alive += 1
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.ros)
         self._deserialize = typestore(self.distro).deserialize_cdr
@@ -125,5 +128,6 @@ class RclpyBackendNode(Node):
         self._run_shutdown_callbacks()
         self.executor.remove_node(self.ros)
         self.ros.destroy_node()
-        if rclpy.ok():
+        RclpyBackendNode._alive -= 1
+        if RclpyBackendNode._alive == 0 and rclpy.ok():
             rclpy.shutdown()

@@ -98,10 +98,13 @@ def run_graph_benchmark(out_dir: Path, *, seconds: float = 60.0, warmup_s: float
     nodes = {name: [name] + [arg for pair in pairs + list((overrides or {}).get(name, [])) for arg in ("--set", pair)]
              for name, pairs in settings.items()}
 
-    def frames(policy_status: dict) -> int:
-        return policy_status["dropped_frames"] + sum(policy_status["inputs"][cam]["received"] for cam in CAMERAS)
+    def frames(observation_status: dict) -> int:
+        return observation_status["dropped_frames"] + sum(observation_status["inputs"][cam]["received"]
+                                                          for cam in CAMERAS)
 
-    with NodeProcesses(nodes, {"sim": "sim_status", "policy": "policy_status", "command": "command_status"}) as graph:
+    statuses = {"sim": "sim_status", "observation": "observation_status", "policy": "policy_status",
+                "command": "command_status"}
+    with NodeProcesses(nodes, statuses) as graph:
         time.sleep(warmup_s)
         graph.check_alive()
         latest = graph.latest
@@ -109,12 +112,12 @@ def run_graph_benchmark(out_dir: Path, *, seconds: float = 60.0, warmup_s: float
             raise RuntimeError("the policy published no chunk during warm-up")
         start = time.monotonic()
         cpu0 = {n: _cpu_seconds(p.pid) for n, p in graph.processes.items()}
-        p0 = dict(latest["policy"])
+        p0, o0 = dict(latest["policy"]), dict(latest["observation"])
         time.sleep(seconds)
         elapsed = time.monotonic() - start
         cpu = {n: 100 * (_cpu_seconds(p.pid) - cpu0[n]) / elapsed for n, p in graph.processes.items()}
         graph.check_alive()
-        p1, c1 = latest["policy"], latest["command"]
+        p1, o1, c1 = latest["policy"], latest["observation"], latest["command"]
         realtime = {name: latest[key]["realtime_priority"]
                     for name, key in (("sim_robot", "sim"), ("policy", "policy"), ("dual_arm_command", "command"))}
     return GraphBenchResult(
@@ -123,7 +126,7 @@ def run_graph_benchmark(out_dir: Path, *, seconds: float = 60.0, warmup_s: float
         inference_ms=p1["inference_ms"], observation_age_ms=p1["observation_age_ms"],
         obs_to_publish_ms=p1["obs_to_publish_ms"], obs_to_arrival_ms=c1["obs_to_chunk_arrival_ms"],
         obs_to_command_ms=c1["obs_to_command_ms"], cpu_percent=cpu, realtime_priority=realtime,
-        camera_frames_per_s=(frames(p1) - frames(p0)) / elapsed, image_size=image_size,
+        camera_frames_per_s=(frames(o1) - frames(o0)) / elapsed, image_size=image_size,
         encoder_precision=p1["encoder_precision"])
 
 

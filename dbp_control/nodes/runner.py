@@ -1,16 +1,17 @@
-"""Start one node on the Zenoh backend and spin it until SIGINT / SIGTERM."""
+"""Start an executable's node(s) on the Zenoh backend and spin until SIGINT / SIGTERM."""
 
 from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dbp_control.middleware.port import Node, PortError
+from dbp_control.middleware.port import PortError
 from dbp_control.middleware.zenoh_backend import ZenohNode
 
 
@@ -25,23 +26,61 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def run_node(name: str, build: Callable[[Node], object], *, parameters_files: Sequence[Path] = (),
-             overrides: Mapping[str, Any] | None = None, endpoint: str | None = None, distro: str = "humble",
-             duration_s: float | None = None) -> object:
-    """Build the node's logic on a Zenoh node and spin; returns the logic object after shutdown."""
+def split_overrides(overrides: Mapping[str, Any], hosted: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Overrides of a process hosting several nodes, to every node that declares each (none: an error)."""
+    unknown = sorted(name for name in overrides if not any(name in declared for declared in hosted.values()))
+    if unknown:
+        raise PortError(f"no node of this process declares parameter(s) {unknown}; "
+                        + "; ".join(f"{node}: {sorted(declared)}" for node, declared in hosted.items()))
+    return {node: {k: v for k, v in overrides.items() if k in declared} for node, declared in hosted.items()}
+
+
+def run_node(name: str, cls: type, *, parameters_files: Sequence[Path] = (), overrides: Mapping[str, Any] | None = None,
+             endpoint: str | None = None, distro: str = "humble", duration_s: float | None = None) -> object:
+    """Build the executable's logic on Zenoh node(s) and spin; returns the logic object after shutdown. A
+    class hosting several nodes (NODE_DEFAULTS) gets one Zenoh node per name, each spun on its own thread."""
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
-    node = ZenohNode(name, endpoint=endpoint, distro=distro, parameters_files=parameters_files,
-                     overrides=overrides)
+    hosted = getattr(cls, "NODE_DEFAULTS", None)
+    given = {name: dict(overrides or {})} if hosted is None else split_overrides(overrides or {}, hosted)
+    nodes: dict[str, ZenohNode] = {}
     try:
-        logic = build(node)
-        previous = {sig: signal.signal(sig, lambda *_: node.executor.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for node_name, node_overrides in given.items():
+            nodes[node_name] = ZenohNode(node_name, endpoint=endpoint, distro=distro,
+                                         parameters_files=parameters_files, overrides=node_overrides)
+        logic = cls(nodes[name]) if hosted is None else cls(nodes)
+
+        def stop() -> None:
+            for node in nodes.values():
+                node.executor.stop()
+
+        previous = {sig: signal.signal(sig, lambda *_: stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        main, *others = nodes.values()
         if duration_s is not None:
-            node.timer(duration_s, node.executor.stop)
+            main.timer(duration_s, stop)
+        failures: list[BaseException] = []
+
+        def spin(node: ZenohNode) -> None:
+            try:
+                node.spin()
+            except BaseException as exc:  # one node failing stops the process, as a single node's would
+                failures.append(exc)
+                stop()
+
+        threads = [threading.Thread(target=spin, args=(node,), name=f"executor-{node.name}", daemon=True)
+                   for node in others]
         try:
-            node.spin()
+            for thread in threads:
+                thread.start()
+            main.spin()
         finally:
+            stop()
+            for thread in threads:
+                thread.join(timeout=5.0)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        if failures:
+            raise failures[0]
         return logic
     finally:
-        node.shutdown()
+        for node in reversed(list(nodes.values())):
+            node.shutdown()

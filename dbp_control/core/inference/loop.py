@@ -1,7 +1,7 @@
 """The inference node's logic, without ROS: observations in at the control rate, action chunks out.
 
-Image features are computed once per camera frame (`features_of`: the policy node calls it on a worker
-thread as frames arrive) and reused by every control tick until the next frame, so the control rate does
+Image features are computed once per camera frame (`frame_features`: the observation node calls it on a
+worker thread as frames arrive) and reused by every control tick until the next frame, so the control rate does
 not depend on the cameras. Each chunk carries the stamp of the observation it answers.
 
 The noise z is held for `n_action_steps` chunk steps (the span the policy executes per chunk when it
@@ -30,6 +30,12 @@ class Chunk:
     step_s: float  # time between chunk steps
 
 
+def frame_features(engine: PolicyEngine, camera: str, msg: Any) -> np.ndarray:
+    """sensor_msgs/Image -> the camera's features (decode, resize as in the dataset, encode)."""
+    frame = resize_rgb(decode_image(msg), engine.image_size(camera))
+    return engine.encode(camera, np.ascontiguousarray(frame))
+
+
 class InferenceLoop:
     def __init__(self, engine: PolicyEngine) -> None:
         if not engine.step_hz:
@@ -40,11 +46,6 @@ class InferenceLoop:
         self.noise_hold_ns = int(engine.n_action_steps * self.step_s * 1e9)
         self._noise: dict[str, np.ndarray] | None = None
         self._noise_since = 0
-
-    def features_of(self, camera: str, msg: Any) -> np.ndarray:
-        """sensor_msgs/Image -> the camera's features (decode, resize as in the dataset, encode)."""
-        frame = resize_rgb(decode_image(msg), self.engine.image_size(camera))
-        return self.engine.encode(camera, np.ascontiguousarray(frame))
 
     def restart(self) -> None:
         """Start over as at an episode's start (the robot was just enabled): the observation history is padded
