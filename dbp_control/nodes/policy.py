@@ -250,7 +250,7 @@ class InferenceNode:
         if self._first_chunk_ns is None:
             return 0.0
         span_ns = min(self.inference_time.window_ns, now_ns - self._first_chunk_ns)
-        return len(self.inference_time.recent_ms(now_ns)) / max(span_ns / 1e9, 1e-9)
+        return self.inference_time.count(now_ns) / max(span_ns / 1e9, 1e-9)
 
     def status(self) -> dict[str, Any]:
         now = self.node.now_ns()
