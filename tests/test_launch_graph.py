@@ -90,3 +90,28 @@ def test_overrides_of_a_multi_node_process_go_to_the_nodes_that_declare_them():
     assert routed == {"observation": {"slop_s": 0.03}, "policy": {"encoder_precision": "int8"}}
     with pytest.raises(PortError, match=r"no node of this process declares parameter\(s\) \['rate_hz'\]"):
         split_overrides({"rate_hz": 100.0}, hosted)
+
+
+def test_nodes_spun_together_stop_together_and_a_failure_is_raised():
+    import threading
+
+    from dbp_control.middleware.port import spin_together
+
+    class FakeNode:
+        def __init__(self, name, fail=False):
+            self.name, self.fail, self.spun = name, fail, False
+
+        def spin(self, until):
+            self.spun = True
+            while not until():
+                if self.fail:
+                    raise RuntimeError(f"{self.name} broke")
+                threading.Event().wait(0.01)
+
+    nodes = [FakeNode("observation"), FakeNode("policy", fail=True)]
+    with pytest.raises(RuntimeError, match="policy broke"):  # raised on this thread, after the first node stopped
+        spin_together(nodes, threading.Event())
+    assert all(n.spun for n in nodes)
+    stop = threading.Event()
+    threading.Timer(0.1, stop.set).start()
+    spin_together([FakeNode("a"), FakeNode("b")], stop)  # returns once stop is set

@@ -144,6 +144,34 @@ class Node(ABC):
         """Stop spinning, run the `on_shutdown` callbacks, close the middleware."""
 
 
+def spin_together(nodes: Sequence[Node], stop: threading.Event) -> None:
+    """Spin the nodes of one process, the first on this thread and each other on its own, until `stop` is
+    set. A node whose spin raises sets `stop` (one failing node stops the process, as a lone node's
+    failure would), and its exception is raised here once every node has stopped."""
+    failures: list[BaseException] = []
+
+    def spin(node: Node) -> None:
+        try:
+            node.spin(until=stop.is_set)
+        except BaseException as exc:  # KeyboardInterrupt included: it too must stop the other nodes
+            failures.append(exc)
+            stop.set()
+
+    first, *others = nodes
+    threads = [threading.Thread(target=spin, args=(node,), name=f"executor-{node.name}", daemon=True)
+               for node in others]
+    for thread in threads:
+        thread.start()
+    try:
+        spin(first)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5.0)
+    if failures:
+        raise failures[0]
+
+
 class Executor:
     """Single-threaded dispatch: callbacks posted from middleware threads, and timers on a monotonic
     schedule that skips missed periods instead of bursting to catch up."""

@@ -1,17 +1,16 @@
 """The console scripts ros2 launch starts (`sim_robot`, `policy`, `dual_arm_command`): the node is named
-by the executable (or the launch file); `policy` hosts the `observation` and `policy` nodes. Under ROS 2 (`--ros-args` given, or rclpy importable) it runs on rclpy; otherwise on
-Zenoh, like `dbp node NAME`."""
+by the executable (or the launch file); `policy` hosts the `observation` and `policy` nodes. Under ROS 2
+(`--ros-args` given, or rclpy importable) it runs on rclpy; otherwise on Zenoh, like `dbp node NAME`."""
 
 from __future__ import annotations
 
 import os
 import sys
 import threading
-from collections.abc import Iterable
-from typing import Any
 
 
 def main() -> None:
+    from dbp_control.middleware.port import spin_together
     from dbp_control.nodes import node_class
 
     name = os.path.basename(sys.argv[0])
@@ -29,18 +28,9 @@ def main() -> None:
     nodes = {n: RclpyBackendNode(n, args=sys.argv) for n in (hosted or [name])}
     try:
         cls(nodes[name]) if hosted is None else cls(nodes)
-        spin_together(nodes.values())
+        spin_together(list(nodes.values()), threading.Event())
     except KeyboardInterrupt:
         pass
     finally:
         for node in reversed(list(nodes.values())):
             node.shutdown()
-
-
-def spin_together(nodes: Iterable[Any]) -> None:
-    """Spin each node's executor on its own thread until rclpy shuts down (the last one on this thread)."""
-    *others, last = nodes
-    threads = [threading.Thread(target=node.spin, name=f"executor-{node.name}", daemon=True) for node in others]
-    for thread in threads:
-        thread.start()
-    last.spin()

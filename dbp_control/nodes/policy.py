@@ -71,10 +71,10 @@ class ObservationNode:
         p = self.params = node.parameters(OBSERVATION_DEFAULTS)
         self.engine = engine
         configured = tuple(c for c in p["cameras"].split(",") if c)
-        self.state_keys = ("joints", "objects") if p["object_poses"] else ("joints",)
         # frames are resized to the policy's size here, so sizes match by construction
         self.live = LiveConfig(cameras={c: engine.image_size(c) for c in configured if c in engine.cameras},
-                               joint_names=JOINTS, state_keys=self.state_keys)
+                               joint_names=JOINTS,
+                               state_keys=("joints", "objects") if p["object_poses"] else ("joints",))
         self.assembler = ObservationAssembler(engine.cameras, queue_size=p["queue_size"], slop_s=p["slop_s"],
                                               max_age_s=p["max_age_s"])  # frames arrive already encoded
         self.lock = threading.Lock()  # the assembler is shared by this executor, the frame worker and inference

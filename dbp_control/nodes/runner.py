@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from dbp_control.middleware.port import PortError
+from dbp_control.middleware.port import PortError, spin_together
 from dbp_control.middleware.zenoh_backend import ZenohNode
 
 
@@ -48,38 +48,15 @@ def run_node(name: str, cls: type, *, parameters_files: Sequence[Path] = (), ove
             nodes[node_name] = ZenohNode(node_name, endpoint=endpoint, distro=distro,
                                          parameters_files=parameters_files, overrides=node_overrides)
         logic = cls(nodes[name]) if hosted is None else cls(nodes)
-
-        def stop() -> None:
-            for node in nodes.values():
-                node.executor.stop()
-
-        previous = {sig: signal.signal(sig, lambda *_: stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
-        main, *others = nodes.values()
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
         if duration_s is not None:
-            main.timer(duration_s, stop)
-        failures: list[BaseException] = []
-
-        def spin(node: ZenohNode) -> None:
-            try:
-                node.spin()
-            except BaseException as exc:  # one node failing stops the process, as a single node's would
-                failures.append(exc)
-                stop()
-
-        threads = [threading.Thread(target=spin, args=(node,), name=f"executor-{node.name}", daemon=True)
-                   for node in others]
+            next(iter(nodes.values())).timer(duration_s, stop.set)
         try:
-            for thread in threads:
-                thread.start()
-            main.spin()
+            spin_together(list(nodes.values()), stop)
         finally:
-            stop()
-            for thread in threads:
-                thread.join(timeout=5.0)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        if failures:
-            raise failures[0]
         return logic
     finally:
         for node in reversed(list(nodes.values())):
