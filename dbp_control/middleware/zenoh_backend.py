@@ -102,10 +102,37 @@ def session_config(mode: str, connect: list[str], listen: str = "tcp/127.0.0.1:0
     return config
 
 
+_open_sessions: list[zenoh.Session] = []  # zenoh sessions cannot be weakly referenced: closed ones are pruned
+_open_sessions_lock = threading.Lock()
+
+
+def open_session(config: zenoh.Config) -> zenoh.Session:
+    """`zenoh.open`, the session closed at interpreter exit if its owner has not closed it."""
+    session = zenoh.open(config)
+    with _open_sessions_lock:
+        _open_sessions[:] = [s for s in _open_sessions if not s.is_closed()]
+        _open_sessions.append(session)
+    return session
+
+
+def _close_open_sessions() -> None:
+    with _open_sessions_lock:
+        sessions, _open_sessions[:] = list(_open_sessions), []
+    for session in sessions:
+        if not session.is_closed():
+            session.close()
+
+
+# zenoh calls back on non-daemon threads that end only when their session closes, and the interpreter joins
+# non-daemon threads before `atexit` runs: one session left open (a failed teardown, a forgotten
+# shutdown) hung the process for ever. This hook runs before that join (CPython 3.9+, as concurrent.futures uses it).
+threading._register_atexit(_close_open_sessions)
+
+
 def open_router(endpoint: str = DEFAULT_ENDPOINT) -> zenoh.Session:
     """A Zenoh router listening on `endpoint`: the rendezvous point of the peers."""
     try:
-        return zenoh.open(session_config("router", [], listen=endpoint))
+        return open_session(session_config("router", [], listen=endpoint))
     except zenoh.ZError as exc:
         raise PortError(f"cannot start a Zenoh router on {endpoint}: {exc}") from exc
 
@@ -248,7 +275,7 @@ class ZenohNode(Node):
         self.endpoint = endpoint or os.environ.get(ENDPOINT_ENV, DEFAULT_ENDPOINT)
         self._given = {**load_parameters(parameters_files, name), **(overrides or {})}
         try:
-            self.session = zenoh.open(session_config("peer", [self.endpoint], connect_timeout_s=connect_timeout_s))
+            self.session = open_session(session_config("peer", [self.endpoint], connect_timeout_s=connect_timeout_s))
         except zenoh.ZError as exc:
             raise PortError(f"node {name!r}: no Zenoh router reachable at {self.endpoint} within {connect_timeout_s:g} s "
                             "(start `dbp zenoh router`, rmw_zenoh's rmw_zenohd, or use `dbp launch`)") from exc
