@@ -18,6 +18,7 @@ from dbp_control.core.data.dataset import JOINTS
 from dbp_control.core.layout import CAMERAS
 from dbp_control.middleware.zenoh_backend import ZenohNode
 from dbp_control.nodes.processes import free_endpoint
+from process_helpers import stop_process, stop_processes, wait_for
 
 
 
@@ -49,20 +50,14 @@ def graph(tmp_path):
     probe.subscribe(CHANNELS["sim_status"], keep("sim", lambda m: json.loads(m.data)))
     probe.subscribe(CHANNELS["recorder_status"], keep("recorder", lambda m: json.loads(m.data)))
     threading.Thread(target=probe.spin, daemon=True).start()
-    yield probe, seen, lock, process, tmp_path / "bags"
-    process.terminate()
-    output = process.communicate(timeout=30)[0]
-    probe.shutdown()
+    try:
+        yield probe, seen, lock, process, tmp_path / "bags"
+    finally:
+        try:
+            output = stop_process(process, timeout_s=30)
+        finally:
+            probe.shutdown()
     assert process.returncode == 0, output
-
-
-def wait_for(predicate, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_the_default_policy_lifts_the_cube_through_the_graph_and_the_watchdog_holds_when_it_stops(graph):
@@ -149,12 +144,11 @@ def test_faults_kill_the_policy_bad_chunks_and_bad_images(tmp_path):
         held_at = next(t for t, s in status if t > killed and s["reason"] == "actions stale")
         assert held_at - killed < 0.2 + 0.1 + 0.15  # watchdog, status period, delivery
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=20)
-        probe.shutdown()
-        router.close()
+        try:
+            stop_processes(list(processes.values()))
+        finally:
+            probe.shutdown()
+            router.close()
 
 
 @pytest.fixture(scope="module")

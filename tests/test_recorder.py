@@ -1,9 +1,11 @@
 """Episode recording: the core recorder, and the recorder node as a process over Zenoh (SIGKILL included)."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -23,6 +25,7 @@ from dbp_control.core.data.recover import recover_bag
 from dbp_control.core.layout import joint_names
 from dbp_control.middleware.zenoh_backend import ZenohNode, open_router
 from dbp_control.nodes.processes import free_endpoint
+from process_helpers import stop_processes, wait_for
 
 TOPICS = {"/count": "std_msgs/msg/Float64MultiArray"}
 
@@ -78,9 +81,17 @@ def test_the_recorder_node_records_every_topic_and_survives_sigkill(tmp_path):
     # the other arm as a command node with command_type: trajectory would drive it
     arm_trajectory = client.publisher(CHANNELS["right_arm_trajectory"])
     string = typestore("humble").types["std_msgs/msg/String"]
+    statuses: list[dict] = []
+    joint_states: list[object] = []
+    client.subscribe(CHANNELS["recorder_status"], lambda msg: statuses.append(json.loads(msg.data)))
+    client.subscribe(CHANNELS["joint_states"], joint_states.append)
+    threading.Thread(target=client.spin, daemon=True).start()
     try:
-        time.sleep(4.0)  # processes up and discovered
+        # both processes up and discovered (the recorder reports, the robot publishes), on a loaded machine too
+        assert wait_for(lambda: statuses and joint_states, 60), f"recorder or robot silent: {statuses[-1:]}"
+        time.sleep(1.0)  # the recorder's subscriptions reach the robot's publishers
         control.publish(string(data='start {"task": "lift", "note": "e2e"}'))
+        assert wait_for(lambda: statuses[-1]["recording"], 10), statuses[-1]
         for _ in range(100):  # two seconds of commands, as the command node would send
             arm.publish(float64_array_msg("humble", np.zeros(7)))
             arm_trajectory.publish(joint_trajectory_msg("humble", 0, "", joint_names("right"), np.zeros((1, 7)), 0.0,
@@ -88,9 +99,10 @@ def test_the_recorder_node_records_every_topic_and_survives_sigkill(tmp_path):
             time.sleep(0.02)
         control.publish(string(data="success"))
         control.publish(string(data="stop"))
-        time.sleep(2.0)
+        # a finished bag leaves .recording/ for the output folder once it is closed
+        assert wait_for(lambda: any(not p.name.startswith(".") for p in tmp_path.iterdir()), 20), statuses[-1]
         bags = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
-        assert len(bags) == 1, recorder.stdout
+        assert len(bags) == 1, bags
         topics = {m.topic for m in read_bag(bags[0])}
         expected = {CHANNELS[n].topic for n in ("joint_states", "left_arm_command", "right_arm_trajectory",
                                                 "object_poses", "head_image",
@@ -99,7 +111,8 @@ def test_the_recorder_node_records_every_topic_and_survives_sigkill(tmp_path):
         info = read_episode_info(bags[0])
         assert info["success"] is True and info["note"] == "e2e"
         control.publish(string(data="start"))
-        time.sleep(3.0)
+        assert wait_for(lambda: statuses[-1]["recording"], 10), statuses[-1]
+        time.sleep(2.0)  # a bag in progress worth recovering
         os.kill(recorder.pid, signal.SIGKILL)
         recorder.wait(timeout=10)
         killed = next((tmp_path / ".recording").iterdir())
@@ -109,9 +122,8 @@ def test_the_recorder_node_records_every_topic_and_survives_sigkill(tmp_path):
         assert {CHANNELS["joint_states"].topic, CHANNELS["head_image"].topic} <= set(report.topics)
         assert report.topics[CHANNELS["joint_states"].topic] > 50
     finally:
-        for process in (sim, recorder):
-            if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=20)
-        client.shutdown()
-        router.close()
+        try:
+            stop_processes([sim, recorder])
+        finally:
+            client.shutdown()
+            router.close()

@@ -14,6 +14,7 @@ from dbp_control.core.channels import CHANNELS
 from dbp_control.core.data.bags import float64_array_msg, stamp_ns_of, typestore
 from dbp_control.middleware.zenoh_backend import ZenohNode, open_router, topic_key
 from dbp_control.nodes.processes import free_endpoint
+from process_helpers import stop_process
 
 
 
@@ -45,11 +46,14 @@ def robot():
         assert process.poll() is None, process.stdout.read()
         time.sleep(0.1)
     assert received["joint_states"], "no joint states from the sim robot within 60 s"
-    yield client, received, lock, process
-    process.terminate()
-    output = process.communicate(timeout=20)[0]
-    client.shutdown()
-    router.close()
+    try:
+        yield client, received, lock, process
+    finally:
+        try:
+            output = stop_process(process)
+        finally:
+            client.shutdown()
+            router.close()
     assert process.returncode == 0, output
 
 
@@ -141,3 +145,21 @@ def test_a_node_waits_for_a_late_router_and_names_a_missing_one():
 
     with pytest.raises(PortError, match="no Zenoh router reachable at .* within 1 s"):
         ZenohNode("alone", endpoint=free_endpoint(), connect_timeout_s=1)
+
+
+def test_a_process_that_leaves_its_sessions_open_still_exits():
+    """zenoh's callback threads end only when their session closes; the backend closes forgotten ones."""
+    script = ("from dbp_control.core.channels import CHANNELS\n"
+              "from dbp_control.middleware.zenoh_backend import ZenohNode, open_router\n"
+              "from dbp_control.nodes.processes import free_endpoint\n"
+              "endpoint = free_endpoint()\n"
+              "router = open_router(endpoint)\n"
+              "node = ZenohNode('forgetful', endpoint=endpoint)\n"
+              "node.subscribe(CHANNELS['joint_states'], lambda msg: None)\n")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output = process.communicate(timeout=30)[0]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"the process did not exit within 30 s of its last line: {process.communicate()[0]}")
+    assert process.returncode == 0, output

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import signal
 import sys
 from pathlib import Path
 
@@ -368,7 +370,6 @@ def _bag_recover(args: argparse.Namespace) -> int:
 
 
 def _zenoh_router(args: argparse.Namespace) -> int:
-    import signal
     import threading
 
     from dbp_control.middleware.zenoh_backend import open_router
@@ -648,6 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: a stuck node's stacks, to stderr
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "bench", None) == "policy" and args.task is None:
