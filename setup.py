@@ -45,7 +45,7 @@ setup(
         "realsense": ["pyrealsense2"],  # needs libusb-1.0-0 (apt) to import
         # zenoh-ros2-sdk: an independent rmw_zenoh implementation the Zenoh backend is checked against (pinned:
         # the test uses its registry and its own key expressions)
-        "test": ["pytest", "colcon-core", "colcon-ros", "colcon-python-setup-py", "zenoh-ros2-sdk==0.1.8"],
+        "test": ["pytest", "pytest-timeout", "colcon-core", "colcon-ros", "colcon-python-setup-py", "zenoh-ros2-sdk==0.1.8"],
         "metaworld": ["metaworld==3.1.1"],  # a second benchmark family; pins mujoco 3.3.0 like this package
     },
     entry_points={"console_scripts": [

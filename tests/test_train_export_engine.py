@@ -1,5 +1,6 @@
 """dbp train -> dbp export -> the ONNX Runtime engine -> closed-loop evaluation, with tiny settings."""
 
+import re
 import subprocess
 import sys
 
@@ -270,7 +271,9 @@ def test_cli_train_export_eval(tmp_path):
     ev = subprocess.run(cli + ["eval", str(tmp_path / "m"), "--task", "lift", "--episodes", "1", "--strip", "1",
                                "--out", str(tmp_path / "e"), "--quiet"], capture_output=True, text=True, timeout=300)
     assert ev.returncode == 0, ev.stderr
-    assert "lift: 0/1 successful" in ev.stdout and "ONNX Runtime (CPUExecutionProvider)" in ev.stdout
+    # two training steps: success is up to chance (it differed between CPUs), the report's form is not
+    assert re.search(r"^lift: [01]/1 successful \(", ev.stdout, re.MULTILINE), ev.stdout
+    assert "ONNX Runtime (CPUExecutionProvider)" in ev.stdout
     assert (tmp_path / "e" / "eval_lift.png").exists()
     bad = subprocess.run(cli + ["eval", str(tmp_path / "m"), "--task", "juggle"], capture_output=True, text=True,
                          timeout=120)
