@@ -115,3 +115,24 @@ def test_nodes_spun_together_stop_together_and_a_failure_is_raised():
     stop = threading.Event()
     threading.Timer(0.1, stop.set).start()
     spin_together([FakeNode("a"), FakeNode("b")], stop)  # returns once stop is set
+
+
+def test_a_stop_signal_reaches_the_node_even_when_the_python_handler_does_nothing():
+    """The wakeup fd is the second path: the C-level handler writes it on whichever thread gets the signal."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from dbp_control.nodes.runner import stop_on_signals
+
+    stop = threading.Event()
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_on_signals(stop):
+        signal.signal(signal.SIGTERM, lambda *_: None)  # the first path lost, as it once was
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while not stop.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stop.is_set()
+    assert signal.getsignal(signal.SIGTERM) is before and signal.set_wakeup_fd(-1) == -1  # both restored

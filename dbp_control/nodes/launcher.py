@@ -3,14 +3,15 @@ router this launcher hosts. If a node exits, the others are stopped and its name
 
 from __future__ import annotations
 
-import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 
 from dbp_control.middleware.zenoh_backend import DEFAULT_ENDPOINT
 from dbp_control.nodes.graph import mode_nodes
 from dbp_control.nodes.processes import NodeProcesses
+from dbp_control.nodes.runner import stop_on_signals
 
 
 def mode_arguments(mode: str, overrides: Mapping[str, Sequence[str]] | None = None,
@@ -32,25 +33,15 @@ def mode_arguments(mode: str, overrides: Mapping[str, Sequence[str]] | None = No
 def launch(mode: str, *, endpoint: str = DEFAULT_ENDPOINT, overrides: Mapping[str, Sequence[str]] | None = None,
            duration_s: float | None = None, distro: str = "humble") -> int:
     arguments = mode_arguments(mode, overrides, distro)
-    stop = False
-
-    def request_stop(*_: object) -> None:
-        nonlocal stop
-        stop = True
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with NodeProcesses(arguments, endpoint=endpoint) as graph:
-            print(f"dbp launch {mode}: {', '.join(graph.processes)} on {endpoint}", flush=True)
-            deadline = None if duration_s is None else time.monotonic() + duration_s
-            while not stop and (deadline is None or time.monotonic() < deadline):
-                for name, process in graph.processes.items():
-                    if process.poll() is not None:
-                        print(f"dbp launch {mode}: node {name} exited with code {process.returncode}; "
-                              "stopping the others", file=sys.stderr, flush=True)
-                        return 1
-                time.sleep(0.1)
-        return 0
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    stop = threading.Event()
+    with stop_on_signals(stop), NodeProcesses(arguments, endpoint=endpoint) as graph:
+        print(f"dbp launch {mode}: {', '.join(graph.processes)} on {endpoint}", flush=True)
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            for name, process in graph.processes.items():
+                if process.poll() is not None:
+                    print(f"dbp launch {mode}: node {name} exited with code {process.returncode}; "
+                          "stopping the others", file=sys.stderr, flush=True)
+                    return 1
+            time.sleep(0.1)
+    return 0

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
 import signal
+import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +52,41 @@ def run_node(name: str, cls: type, *, parameters_files: Sequence[Path] = (), ove
                                          parameters_files=parameters_files, overrides=node_overrides)
         logic = cls(nodes[name]) if hosted is None else cls(nodes)
         stop = threading.Event()
-        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
         if duration_s is not None:
             next(iter(nodes.values())).timer(duration_s, stop.set)
-        try:
+        with stop_on_signals(stop):
             spin_together(list(nodes.values()), stop)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
         return logic
     finally:
         for node in reversed(list(nodes.values())):
             node.shutdown()
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT / SIGTERM set `stop`, twice over: by a Python handler, which runs on the main thread when
+    the interpreter gets to it, and through the wakeup fd, which the C-level handler writes on whichever
+    thread the kernel picked and a watcher thread reads. A stop once went missing on the first path alone
+    (a node process spun on for good after SIGTERM)."""
+    receive, send = socket.socketpair()
+    send.setblocking(False)  # the C handler must never block
+
+    def watch() -> None:
+        while not stop.is_set():
+            if select.select([receive], [], [], 0.1)[0] and receive.recv(64):
+                stop.set()
+
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous_fd = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
+    watcher = threading.Thread(target=watch, name="stop-signals", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+        signal.set_wakeup_fd(previous_fd)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        receive.close()
+        send.close()
