@@ -288,8 +288,8 @@ def _export(args: argparse.Namespace) -> int:
     graphs = yaml.safe_load(sidecar.read_text())["graphs"]
     for name, graph in graphs.items():
         if "int8" in graph:
-            error = graph["int8"]["feature_relative_error"]
-            print(f"  {name}: feature error vs float32 on {graph['int8']['held_out_frames']} held-out frames: "
+            error = graph["int8"]["output_relative_error"]
+            print(f"  {name}: output error vs float32 on {graph['int8']['held_out_frames']} held-out frames: "
                   f"mean {error['mean']:.2%}, max {error['max']:.2%}")
     return 0
 
@@ -609,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")
     ex.add_argument("--int8-encoders", action="store_true",
                     help="also write INT8 image encoders for CPU robots (policy node: encoder_precision: int8), "
-                    "calibrated on training frames; their feature error is printed and kept in policy.yaml")
+                    "calibrated on training frames; their output error is printed and kept in policy.yaml")
     ex.add_argument("--calibration", type=Path, default=None,
                     help="dataset whose frames calibrate the INT8 encoders (default: the one the policy was trained on)")
     ex.set_defaults(func=_export)

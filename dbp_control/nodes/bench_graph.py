@@ -21,7 +21,7 @@ import torch
 
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.export.onnx_export import export_policy
-from dbp_control.core.inference.engine import load_sidecar
+from dbp_control.core.inference.engine import EngineError, load_sidecar
 from dbp_control.core.layout import CAMERAS, SIDES, joint_names
 from dbp_control.core.policies.base import make_policy
 from dbp_control.core.policies.dbp.modeling import DBPConfig
@@ -36,8 +36,11 @@ def image_policy_model(folder: Path, preset: str = "small") -> Path:
     """An untrained three-camera DBP policy, exported like a trained one with float32 and INT8 encoders
     (for timing only: the INT8 ones are calibrated on random frames)."""
     model = folder / "model"
-    if (model / "policy.yaml").exists() and all(f"encoder_{cam}_int8" in load_sidecar(model)["graphs"] for cam in CAMERAS):
-        return model
+    try:
+        if all(f"encoder_{cam}_int8" in load_sidecar(model)["graphs"] for cam in CAMERAS):
+            return model
+    except EngineError:
+        pass  # none yet, or one an older version wrote: export it (again)
     torch.manual_seed(0)
     policy = make_policy(DBPConfig(state_dim=14, action_dim=14, cameras=CAMERAS, preset=preset))
     policy.fit_normalizers(torch.randn(256, 2, 14), torch.randn(256, 16, 14))

@@ -55,7 +55,7 @@ INFERENCE_DEFAULTS: dict[str, Any] = {
     "max_chunk_hz": 200.0,  # at most this many chunks per second (drivers may publish joint states at 500 Hz)
     "threads": 1,  # ONNX Runtime intra-op threads of the head (on two cores a second one competes with the frame worker)
     # int8: the encoders of `dbp export --int8-encoders`, a few times cheaper per frame on a CPU (their
-    # feature error against float32 is in the model's policy.yaml)
+    # output error against float32 is in the model's policy.yaml)
     "encoder_precision": "float32",
     "stats_window_s": 10.0,  # the status reports timings over this window
     # SCHED_FIFO priority of both nodes' executors (0: normal scheduling); the frame worker stays below it

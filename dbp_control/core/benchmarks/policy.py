@@ -21,7 +21,7 @@ import numpy as np
 
 from dbp_control.core.data.dataset import BuildConfig, build_dataset
 from dbp_control.core.evaluation.closed_loop import evaluate, wilson_interval
-from dbp_control.core.export.onnx_export import SIDECAR, export_policy, sha256_file
+from dbp_control.core.export.onnx_export import SIDECAR, SIDECAR_VERSION, export_policy, sha256_file
 from dbp_control.core.export.quantize import quantize_encoder
 from dbp_control.core.inference.engine import PolicyEngine
 from dbp_control.core.sim.record import record_episode
@@ -98,8 +98,8 @@ def _export_if_stale(checkpoint: Path, out: Path, sampler: str | None, steps: in
     if sidecar.exists():
         import yaml
 
-        recorded = yaml.safe_load(sidecar.read_text())["source"]["checkpoint_sha256"]
-        if recorded == sha256_file(checkpoint):
+        recorded = yaml.safe_load(sidecar.read_text())
+        if recorded["format_version"] == SIDECAR_VERSION and recorded["source"]["checkpoint_sha256"] == sha256_file(checkpoint):
             return
     export_policy(checkpoint, out, overwrite=True, sampler=sampler, inference_steps=steps)
 
@@ -115,11 +115,11 @@ def _latency(fn: Callable[[], Any], calls: int) -> list[float]:
 
 def _image_policy_latency(cfg: PolicyBenchConfig) -> tuple[list[float], list[float], list[float]]:
     """Head-only and encoder-only (float32 and INT8) latency of a three-camera DBP policy of the same
-    backbone (weights do not change the cost, so an untrained one is exported once for timing, its INT8
+    backbone (weights do not change the cost, so an untrained one is exported for timing, its INT8
     encoder calibrated on random frames)."""
     import torch
 
-    from dbp_control.core.export.onnx_export import EncoderGraph, HeadGraph, export_graph
+    from dbp_control.core.export.onnx_export import PolicyGraphs, export_graph
     from dbp_control.core.policies.base import make_policy
     from dbp_control.core.policies.dbp.modeling import DBPConfig
 
@@ -129,17 +129,15 @@ def _image_policy_latency(cfg: PolicyBenchConfig) -> tuple[list[float], list[flo
                                    preset=cfg.preset)).eval()
     policy.fit_normalizers(torch.randn(64, 2, 14), torch.randn(64, 16, 14))
     c = policy.config
+    graphs = PolicyGraphs(policy)  # as `dbp export` splits a policy
     head_inputs = {"state": torch.randn(1, c.n_obs_steps, 14), "z": torch.randn(1, c.horizon, 14),
-                   **{f"features_{cam}": torch.randn(1, c.n_obs_steps, c.image_feature_dim) for cam in c.cameras}}
-    with torch.no_grad():
-        if not (folder / "head.onnx").exists():
-            export_graph(HeadGraph(policy).eval(), tuple(head_inputs.values()), list(head_inputs), folder / "head.onnx")
-        if not (folder / "encoder.onnx").exists():
-            image = torch.randint(0, 256, (1, 96, 96, 3), dtype=torch.uint8)
-            export_graph(EncoderGraph(policy, "head").eval(), (image,), ["image"], folder / "encoder.onnx")
-    if not (folder / "encoder_int8.onnx").exists():
-        quantize_encoder(folder / "encoder.onnx", folder / "encoder_int8.onnx",
-                         np.random.default_rng(0).integers(0, 256, (16, 96, 96, 3), dtype=np.uint8))
+                   **{f"condition_{cam}": torch.randn(1, c.n_obs_steps, graphs.film_width) for cam in c.cameras}}
+    with torch.no_grad():  # written afresh each run: a graph left by an older version must not be timed
+        export_graph(graphs.head, tuple(head_inputs.values()), list(head_inputs), folder / "head.onnx")
+        image = torch.randint(0, 256, (1, 96, 96, 3), dtype=torch.uint8)
+        export_graph(graphs.encoders["head"], (image,), ["image"], folder / "encoder.onnx")
+    quantize_encoder(folder / "encoder.onnx", folder / "encoder_int8.onnx",
+                     np.random.default_rng(0).integers(0, 256, (16, 96, 96, 3), dtype=np.uint8))
     import onnxruntime as ort
 
     options = ort.SessionOptions()

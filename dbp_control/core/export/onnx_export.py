@@ -2,13 +2,16 @@
 
 Graphs, all batch 1 with fixed, named inputs; normalisation is inside them, so they take and give robot
 units:
-- `encoder_<camera>.onnx`: image uint8 [1, H, W, 3] (as the camera gives it) -> features [1, F]
-- `head.onnx`: state [1, To, S], features_<camera> [1, To, F] per camera, z [1, T, D] (the noise, an
-  input so the caller controls sampling; DDPM also takes z_steps [K - 1, 1, T, D]) -> action [1, T, D]
-- `policy.onnx`: the two in one (image_<camera> uint8 [1, To, H, W, 3] instead of features), for other
-  runtimes; the engine runs the split pair so features are computed once per camera frame.
+- `encoder_<camera>.onnx`: image uint8 [1, H, W, 3] (as the camera gives it) -> condition [1, To, W]: the
+  frame's features already multiplied into the U-Net's FiLM layers, row s for the frame at observation
+  step s (`dbp_control.core.export.film`: exact, and it keeps those weights out of the head)
+- `head.onnx`: state [1, To, S], condition_<camera> [1, To, W] per camera (row s from the frame at step s),
+  z [1, T, D] (the noise, an input so the caller controls sampling; DDPM also takes z_steps
+  [K - 1, 1, T, D]) -> action [1, T, D]
+- `policy.onnx`: the two in one (image_<camera> uint8 [1, To, H, W, 3] instead of conditions), for other
+  runtimes; the engine runs the split pair so each camera frame is encoded once.
 - optionally `encoder_<camera>_int8.onnx`: the encoder quantised to INT8 for CPU robots, with its
-  measured feature error in the sidecar (`dbp_control.core.export.quantize`).
+  measured output error in the sidecar (`dbp_control.core.export.quantize`).
 Iterative samplers (DDIM, DDPM) are unrolled inside the head: one call gives one chunk.
 """
 
@@ -26,6 +29,7 @@ import yaml
 from torch import nn
 
 from dbp_control.core.data.dataset import Dataset, DatasetError
+from dbp_control.core.export.film import factor_film, film_terms
 from dbp_control.core.export.quantize import CALIBRATION_FRAMES, quantize_encoder
 from dbp_control.core.layout import SIDES, joint_names
 from dbp_control.core.policies import Policy
@@ -34,7 +38,7 @@ from dbp_control.core.training.checkpoint import load_policy, read_checkpoint
 
 SIDECAR = "policy.yaml"
 SIDECAR_FORMAT = "dbp_control.policy"
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2  # 2: encoders give FiLM conditions, not features (1 is read for state-only policies)
 OPSET = 17
 
 
@@ -51,43 +55,59 @@ def sha256_file(path: Path) -> str:
 
 
 class EncoderGraph(nn.Module):
-    def __init__(self, policy: Policy, camera: str) -> None:
+    """One camera frame -> its FiLM term for each observation step the frame may occupy."""
+
+    def __init__(self, policy: Policy, camera: str, projection: torch.Tensor) -> None:
         super().__init__()
         self.encoder = policy.encoder.image_encoders[camera]
+        self.register_buffer("projection", projection)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.encoder(image.permute(0, 3, 1, 2).float() / 255.0)
+        return film_terms(self.encoder(image.permute(0, 3, 1, 2).float() / 255.0), self.projection)
 
 
 class HeadGraph(nn.Module):
-    """Features and state -> the chunk, exactly as `Policy.predict_chunk` computes it."""
+    """State, noise and the cameras' FiLM terms -> the chunk, as `Policy.predict_chunk` computes it."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, head_policy: Policy) -> None:
         super().__init__()
-        self.policy = policy
-        self.ddpm = isinstance(policy, DiffusionPolicy) and policy.config.sampler == "ddpm"
+        self.policy = head_policy
+        self.ddpm = isinstance(head_policy, DiffusionPolicy) and head_policy.config.sampler == "ddpm"
 
     def forward(self, state: torch.Tensor, z: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
-        z_steps, features = (rest[0], rest[1:]) if self.ddpm else (None, rest)
-        cond = torch.cat([self.policy.state_normalizer.normalize(state), *features], dim=-1).flatten(1)
+        z_steps, conditions = (rest[0], rest[1:]) if self.ddpm else (None, rest)
+        cond = self.policy.state_normalizer.normalize(state).flatten(1)
+        offset = torch.stack(conditions).sum(dim=(0, 2)) if conditions else None  # over cameras and steps
         if self.ddpm:
-            chunk = self.policy.sample_normalized(cond, z, None, step_noise=z_steps)
+            chunk = self.policy.sample_normalized(cond, z, None, step_noise=z_steps, film_offset=offset)
         else:
-            chunk = self.policy.sample_normalized(cond, z, None)
+            chunk = self.policy.sample_normalized(cond, z, None, film_offset=offset)
         return self.policy.action_normalizer.unnormalize(chunk)
 
 
-class FullGraph(nn.Module):
+class PolicyGraphs:
+    """The split graphs of one policy: an encoder per camera and the head."""
+
     def __init__(self, policy: Policy) -> None:
+        factored = factor_film(policy)
+        self.encoders = {cam: EncoderGraph(policy, cam, factored.projections[cam]).eval()
+                         for cam in policy.config.cameras}
+        self.head = HeadGraph(factored.head_policy).eval()
+        self.film_width = factored.film_width
+
+
+class FullGraph(nn.Module):
+    def __init__(self, graphs: PolicyGraphs) -> None:
         super().__init__()
-        self.head = HeadGraph(policy)
-        self.encoders = nn.ModuleList(EncoderGraph(policy, cam) for cam in policy.config.cameras)
+        self.head = graphs.head
+        self.encoders = nn.ModuleList(graphs.encoders.values())
 
     def forward(self, state: torch.Tensor, z: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         extra, images = (rest[:1], rest[1:]) if self.head.ddpm else ((), rest)
-        steps = state.shape[1]
-        features = [enc(img.flatten(0, 1)).view(1, steps, -1) for enc, img in zip(self.encoders, images)]
-        return self.head(state, z, *extra, *features)
+        steps = range(state.shape[1])
+        conditions = [torch.stack([encoder(image[:, s])[:, s] for s in steps], dim=1)
+                      for encoder, image in zip(self.encoders, images)]
+        return self.head(state, z, *extra, *conditions)
 
 
 def export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], names: list[str], path: Path) -> None:
@@ -124,7 +144,7 @@ def _calibration_frames(policy: Policy, metadata: dict[str, Any],
 
 
 def _output_name(module: nn.Module) -> str:
-    return "features" if isinstance(module, EncoderGraph) else "action"
+    return "condition" if isinstance(module, EncoderGraph) else "action"
 
 
 def _spec(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
@@ -165,23 +185,24 @@ def export_policy(checkpoint: Path, out_dir: Path, *, overwrite: bool = False, s
     files: dict[str, dict[str, Any]] = {}
     height, width = c.image_shape
     images = {cam: torch.randint(0, 256, (1, c.n_obs_steps, height, width, 3), dtype=torch.uint8) for cam in c.cameras}
+    graphs = PolicyGraphs(policy)
     with torch.no_grad():
-        for cam in c.cameras:
-            graph = EncoderGraph(policy, cam).eval()
+        conditions = {}
+        for cam, graph in graphs.encoders.items():
             path = out_dir / f"encoder_{cam}.onnx"
             inputs = {"image": images[cam][:, 0]}
             export_graph(graph, tuple(inputs.values()), list(inputs), path)
             files[f"encoder_{cam}"] = {"file": path.name, "inputs": _spec(inputs),
-                                       "outputs": _spec({"features": graph(inputs["image"])})}
-        features = {f"features_{cam}": EncoderGraph(policy, cam)(images[cam].flatten(0, 1)).view(1, c.n_obs_steps, -1)
-                    for cam in c.cameras}
-        head = HeadGraph(policy).eval()
-        inputs = {**head_inputs, **features}
-        export_graph(head, tuple(inputs.values()), list(inputs), out_dir / "head.onnx")
-        files["head"] = {"file": "head.onnx", "inputs": _spec(inputs), "outputs": _spec({"action": head(*inputs.values())})}
+                                       "outputs": _spec({"condition": graph(inputs["image"])})}
+            per_frame = graph(images[cam][0])  # [To frames, To steps, W]: frame s at step s
+            conditions[f"condition_{cam}"] = per_frame.diagonal(dim1=0, dim2=1).T[None]
+        inputs = {**head_inputs, **conditions}
+        export_graph(graphs.head, tuple(inputs.values()), list(inputs), out_dir / "head.onnx")
+        files["head"] = {"file": "head.onnx", "inputs": _spec(inputs),
+                         "outputs": _spec({"action": graphs.head(*inputs.values())})}
         if c.cameras:
             inputs = {**head_inputs, **{f"image_{cam}": images[cam] for cam in c.cameras}}
-            full = FullGraph(policy).eval()
+            full = FullGraph(graphs).eval()
             export_graph(full, tuple(inputs.values()), list(inputs), out_dir / "policy.onnx")
             files["policy"] = {"file": "policy.onnx", "inputs": _spec(inputs),
                                "outputs": _spec({"action": full(*inputs.values())})}
@@ -209,6 +230,7 @@ def export_policy(checkpoint: Path, out_dir: Path, *, overwrite: bool = False, s
         "cameras": {cam: {"height": height, "width": width, "topic": layout["cameras"][cam]["topic"]}
                     for cam in c.cameras},
         "feature_dim": c.image_feature_dim if c.cameras else 0,
+        "condition_dim": graphs.film_width if c.cameras else 0,  # W: an encoder's FiLM term per step
         "normalizer": {
             "state": {"scale": policy.state_normalizer.scale.tolist(), "offset": policy.state_normalizer.offset.tolist()},
             "action": {"scale": policy.action_normalizer.scale.tolist(), "offset": policy.action_normalizer.offset.tolist()},

@@ -3,7 +3,7 @@ encoder graph, calibrated on camera frames of the training data.
 
 On the 2-core CPU the ResNet-18 encoder costs several milliseconds a frame, and three 30 Hz cameras
 keep most of a core busy beside the control loop; with INT8 weights and activations (VNNI on x86) it
-runs a few times faster. Features then differ slightly from the float graph, so the error is measured
+runs a few times faster. Its output then differs slightly from the float graph, so the error is measured
 on frames the calibration did not see and recorded in the sidecar; the float graphs stay the default.
 """
 
@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-CALIBRATION_FRAMES = 64  # per camera: half calibrate the activation ranges, half measure the feature error
+CALIBRATION_FRAMES = 64  # per camera: half calibrate the activation ranges, half measure the output error
 
 
 def quantize_encoder(float_path: Path, out_path: Path, frames: np.ndarray) -> dict[str, Any]:
     """Write the INT8 version of the encoder graph at `float_path` to `out_path`, calibrated on the even
-    frames of `frames` (uint8 [N, H, W, 3], N >= 2); returns the feature error on the odd ones."""
+    frames of `frames` (uint8 [N, H, W, 3], N >= 2); returns the relative error of its output (the frame's FiLM terms) on the odd ones."""
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -52,4 +52,4 @@ def quantize_encoder(float_path: Path, out_path: Path, frames: np.ndarray) -> di
     reference, quantized = ([s.run(None, {"image": f[None]})[0][0] for f in held_out] for s in sessions)
     errors = [np.linalg.norm(q - r) / max(float(np.linalg.norm(r)), 1e-12) for r, q in zip(reference, quantized)]
     return {"calibration_frames": len(calibration), "held_out_frames": len(held_out),
-            "feature_relative_error": {"mean": float(np.mean(errors)), "max": float(np.max(errors))}}
+            "output_relative_error": {"mean": float(np.mean(errors)), "max": float(np.max(errors))}}

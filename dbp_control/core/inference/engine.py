@@ -44,8 +44,10 @@ def load_sidecar(model_dir: Path) -> dict[str, Any]:
                            f"no exported policy in {model_dir}: {SIDECAR} is missing (run `dbp export`)")
     if sidecar.get("format") != SIDECAR_FORMAT:
         raise EngineError(f"{path} is not a {SIDECAR_FORMAT} sidecar")
-    if sidecar.get("format_version") != SIDECAR_VERSION:
-        raise EngineError(f"{path} has format version {sidecar.get('format_version')}; this engine reads {SIDECAR_VERSION}")
+    version = sidecar.get("format_version")
+    if version != SIDECAR_VERSION and not (version == 1 and not sidecar.get("cameras")):  # state-only: 1 == 2
+        raise EngineError(f"{path} has format version {version}; this engine reads {SIDECAR_VERSION}"
+                          + (" (re-export the checkpoint with `dbp export`)" if version == 1 else ""))
     for name, graph in sidecar["graphs"].items():
         file = model_dir / graph["file"]
         if not file.is_file():
@@ -160,7 +162,8 @@ class PolicyEngine:
         return out
 
     def encode(self, camera: str, image: np.ndarray) -> np.ndarray:
-        """uint8 [H, W, 3] from one camera -> features [F]."""
+        """uint8 [H, W, 3] from one camera -> the frame's encoding [To, W]: its FiLM term at each observation
+        step it may occupy (see `dbp_control.core.export.film`)."""
         if image.dtype != np.uint8 or image.shape != (*self.image_size(camera), 3):
             raise EngineError(f"camera {camera!r}: expected uint8 {(*self.image_size(camera), 3)}, "
                               f"got {image.dtype} {image.shape}")
@@ -168,7 +171,8 @@ class PolicyEngine:
 
     def act(self, state: np.ndarray, features: Mapping[str, np.ndarray] | None = None,
             noise: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-        """state [To, S] and per-camera features [To, F] -> chunk [T, D] in robot units."""
+        """state [To, S] and per camera the `encode` outputs of the frames at the To steps, stacked
+        [To, To, W] -> chunk [T, D] in robot units."""
         state = np.asarray(state, np.float32)
         if state.shape != (self.n_obs_steps, self.state_dim):
             raise EngineError(f"state must be [{self.n_obs_steps}, {self.state_dim}], got {state.shape}")
@@ -180,10 +184,12 @@ class PolicyEngine:
             if cam not in (features or {}):
                 raise EngineError(f"no features for camera {cam!r}; the policy needs {list(self.cameras)}")
             value = np.asarray(features[cam], np.float32)  # type: ignore[index]
-            expected = tuple(head_inputs[f"features_{cam}"]["shape"][1:])
+            expected = (self.n_obs_steps, *head_inputs[f"condition_{cam}"]["shape"][1:])
             if value.shape != expected:
-                raise EngineError(f"camera {cam!r}: features must be {list(expected)}, got {list(value.shape)}")
-            feeds[f"features_{cam}"] = value[None]
+                raise EngineError(f"camera {cam!r}: features must be {list(expected)} (the encodings of the "
+                                  f"frames at the {self.n_obs_steps} steps), got {list(value.shape)}")
+            steps = np.arange(self.n_obs_steps)
+            feeds[f"condition_{cam}"] = value[steps, steps][None]  # each frame's term for its own step
         head = self.sessions["head"]
         if not self.io_binding:
             return head.run(None, feeds)[0][0]

@@ -98,8 +98,10 @@ class Policy(nn.Module):
         """cond: [B, C] encoded observation, action: normalised [B, T, D] -> (scalar loss, diagnostics)."""
         raise NotImplementedError
 
-    def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """cond: [B, C], noise: [B, T, D] standard normal -> normalised chunk [B, T, D]."""
+    def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None, *,
+                          film_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """cond: [B, C], noise: [B, T, D] standard normal -> normalised chunk [B, T, D]. `film_offset`: the
+        U-Net's FiLM term of condition entries left out of `cond` (see `ConditionalUnet1D.forward`)."""
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------------------

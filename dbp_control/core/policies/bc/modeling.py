@@ -26,5 +26,7 @@ class BCPolicy(Policy):
         pred = self.net(torch.zeros_like(action), cond)
         return F.mse_loss(pred, action), {}
 
-    def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return self.net(torch.zeros_like(noise), cond)  # the noise is ignored: BC is deterministic
+    def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None, *,
+                          film_offset: torch.Tensor | None = None) -> torch.Tensor:
+        # the noise is ignored: BC is deterministic
+        return self.net(torch.zeros_like(noise), cond, film_offset=film_offset)

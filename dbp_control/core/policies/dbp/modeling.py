@@ -48,5 +48,6 @@ class DBPPolicy(Policy):
         loss, diagnostics = drift_loss(gen.reshape(batch, n_gen, horizon * dim), pos, self.config.temperatures)
         return loss.mean(), diagnostics
 
-    def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return self.net(noise, cond)
+    def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None, *,
+                          film_offset: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(noise, cond, film_offset=film_offset)

@@ -60,12 +60,13 @@ class DiffusionPolicy(Policy):
         return F.mse_loss(pred, noise), {}
 
     def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None,
-                          step_noise: torch.Tensor | None = None) -> torch.Tensor:
+                          step_noise: torch.Tensor | None = None, *,
+                          film_offset: torch.Tensor | None = None) -> torch.Tensor:
         """`step_noise` [steps - 1, B, T, D]: the DDPM sampler's per-step noise, when the caller supplies it."""
         x = noise
         steps = self.scheduler.timesteps(self.config.num_inference_steps)
         for i, t in enumerate(steps):
-            eps = self.net(x, cond, torch.tensor([t], device=x.device))
+            eps = self.net(x, cond, torch.tensor([t], device=x.device), film_offset=film_offset)
             if self.config.sampler == "ddpm":
                 x = self.scheduler.ddpm_step(eps, t, x, generator, None if step_noise is None or t == 0 else step_noise[i])
             else:

@@ -3,6 +3,10 @@
 The chunk is [B, T, D] (T time steps of D action dimensions); convolutions run along T. A global
 condition vector (the observation embedding, plus a time-step embedding for diffusion) modulates every
 residual block by FiLM. DBP and BC use it with no time step at all.
+
+FiLM is Linear(Mish(cond)), and Mish acts on each entry, so the part of every block's FiLM that comes from
+some entries of the condition (the image features) can be computed elsewhere and added as `film_offset`
+(the export does so: see `dbp_control.core.export.film`).
 """
 
 from __future__ import annotations
@@ -73,10 +77,16 @@ class FiLMResBlock(nn.Module):
         self.residual = nn.Conv1d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
         self.out_ch = out_ch
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """x: [B, C_in, T], cond: [B, cond_dim] -> [B, C_out, T]."""
+    @property
+    def film_width(self) -> int:
+        return 2 * self.out_ch
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, film_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, C_in, T], cond: [B, cond_dim], film_offset: [B, film_width] added to the FiLM output ->
+        [B, C_out, T]."""
         h = self.block1(x)
-        scale, bias = self.film(cond).unsqueeze(-1).chunk(2, dim=1)
+        film = self.film(cond) if film_offset is None else self.film(cond) + film_offset
+        scale, bias = film.unsqueeze(-1).chunk(2, dim=1)
         h = self.block2(scale * h + bias)
         return h + self.residual(x)
 
@@ -136,10 +146,17 @@ class ConditionalUnet1D(nn.Module):
         """The chunk length must be divisible by this (one halving per level but the last)."""
         return 2 ** (len(self.cfg.down_dims) - 1)
 
+    def film_blocks(self) -> list[FiLMResBlock]:
+        """The FiLM blocks in the order `forward` applies them: the layout of `film_offset`."""
+        return [*(block for level in self.down for block in level[:2]), *self.mid,
+                *(block for level in self.up for block in level[:2])]
+
     def forward(
-        self, sample: torch.Tensor, global_cond: torch.Tensor, timestep: torch.Tensor | None = None
+        self, sample: torch.Tensor, global_cond: torch.Tensor, timestep: torch.Tensor | None = None,
+        film_offset: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """sample: [B, T, D], global_cond: [B, global_cond_dim], timestep: [B] or None -> [B, T, D]."""
+        """sample: [B, T, D], global_cond: [B, global_cond_dim], timestep: [B] or None -> [B, T, D].
+        film_offset: [B, sum of film widths], each block's slice added to its FiLM output."""
         if sample.ndim != 3 or sample.shape[-1] != self.cfg.input_dim:
             raise ValueError(f"U-Net sample must be [B, T, {self.cfg.input_dim}], got {tuple(sample.shape)}")
         if sample.shape[1] % self.min_horizon_multiple:
@@ -152,15 +169,25 @@ class ConditionalUnet1D(nn.Module):
         elif timestep is not None:
             raise ValueError("this U-Net has no time-step input (DBP/BC): timestep must be None")
 
+        blocks = self.film_blocks()
+        if film_offset is None:
+            offsets: list[torch.Tensor | None] = [None] * len(blocks)
+        else:
+            width = sum(block.film_width for block in blocks)
+            if film_offset.shape != (sample.shape[0], width):
+                raise ValueError(f"film_offset must be [{sample.shape[0]}, {width}], got {tuple(film_offset.shape)}")
+            offsets = list(film_offset.split([block.film_width for block in blocks], dim=-1))
+        offset = dict(zip(map(id, blocks), offsets))
+
         x = sample.transpose(1, 2)
         skips = []
         for res1, res2, downsample in self.down:
-            x = res2(res1(x, cond), cond)
+            x = res2(res1(x, cond, offset[id(res1)]), cond, offset[id(res2)])
             skips.append(x)
             x = downsample(x)
         for block in self.mid:
-            x = block(x, cond)
+            x = block(x, cond, offset[id(block)])
         for res1, res2, upsample in self.up:
             x = torch.cat([x, skips.pop()], dim=1)
-            x = upsample(res2(res1(x, cond), cond))
+            x = upsample(res2(res1(x, cond, offset[id(res1)]), cond, offset[id(res2)]))
         return self.final(x).transpose(1, 2)
