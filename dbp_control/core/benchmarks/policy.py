@@ -221,9 +221,9 @@ def format_policy_table(result: PolicyBenchResult) -> str:
         "",
         f"one chunk = the head through ONNX Runtime on {result.providers[0] if result.providers else '?'} "
         f"(state policy; the same U-Net as below)",
-        f"head only, three-camera image policy (features + state + z -> chunk): p50 {np.percentile(head, 50):.2f} ms, "
+        f"head only, three-camera image policy (state + z + cameras' FiLM terms -> chunk): p50 {np.percentile(head, 50):.2f} ms, "
         f"p99 {np.percentile(head, 99):.2f} ms",
-        f"encoder only, ResNet-18 at 96x96, one camera: p50 {np.percentile(enc, 50):.2f} ms, "
+        f"encoder only, ResNet-18 at 96x96 and its FiLM terms, one camera: p50 {np.percentile(enc, 50):.2f} ms, "
         f"p99 {np.percentile(enc, 99):.2f} ms; INT8: p50 {np.percentile(enc8, 50):.2f} ms, "
         f"p99 {np.percentile(enc8, 99):.2f} ms",
     ]
