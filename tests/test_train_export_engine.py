@@ -168,6 +168,45 @@ def test_film_factoring_is_exact_and_keeps_image_weights_out_of_the_head(method)
                    None if method == "dbp" else torch.tensor([0]), film_offset=torch.zeros(1, 5))
 
 
+@pytest.mark.parametrize("kernel_size", [1, 3, 5])
+def test_a_wide_convolution_as_one_matmul_is_the_same_convolution(kernel_size):
+    from torch import nn
+
+    from dbp_control.core.export.matmul_conv import Conv1dAsMatMul, rewrite_convolutions
+
+    torch.manual_seed(kernel_size)
+    conv = nn.Conv1d(300, 64, kernel_size, padding=kernel_size // 2)
+    x = torch.randn(2, 300, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(Conv1dAsMatMul(conv)(x), conv(x), atol=1e-5, rtol=1e-5)
+    kept = nn.Sequential(nn.Conv1d(300, 64, 3, stride=2, padding=1), nn.Conv1d(64, 64, 5, padding=2),
+                         nn.Conv1d(300, 64, 5, padding=0))  # strided, narrow, not "same": left as they are
+    assert rewrite_convolutions(kept) == 0 and all(isinstance(m, nn.Conv1d) for m in kept)
+
+
+def test_the_exported_head_with_rewritten_convolutions_matches_torch(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from dbp_control.core.export.onnx_export import PolicyGraphs, export_graph
+    from dbp_control.core.policies.base import make_policy
+    from dbp_control.core.policies.dbp.modeling import DBPConfig
+
+    torch.manual_seed(0)
+    policy = make_policy(DBPConfig(state_dim=14, action_dim=14, down_dims=(32, 256), horizon=8)).eval()
+    policy.fit_normalizers(torch.randn(64, 2, 14), torch.randn(64, 8, 14))
+    graphs = PolicyGraphs(policy)
+    inputs = {"state": torch.randn(1, 2, 14), "z": torch.randn(1, 8, 14)}
+    with torch.no_grad():
+        export_graph(graphs.head, tuple(inputs.values()), list(inputs), tmp_path / "head.onnx")
+        reference = policy.predict_chunk(inputs["state"], noise=inputs["z"]).numpy()
+    session = ort.InferenceSession(str(tmp_path / "head.onnx"), providers=["CPUExecutionProvider"])
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "head.onnx")).graph.node}
+    assert "MatMul" in ops  # the 256-channel convolutions were rewritten
+    out = session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
+    assert np.abs(out - reference).max() < 1e-4
+
+
 def test_an_image_policy_exported_before_the_film_split_must_be_exported_again(tmp_path):
     dataset = make_dataset(tmp_path / "img.zarr", cameras=CAMERAS, objects=False)
     train_on_dataset(dataset, TrainRecipe(method="dbp", obs="image", **TINY), tmp_path / "train", progress=False)

@@ -30,6 +30,7 @@ from torch import nn
 
 from dbp_control.core.data.dataset import Dataset, DatasetError
 from dbp_control.core.export.film import factor_film, film_terms
+from dbp_control.core.export.matmul_conv import rewrite_convolutions
 from dbp_control.core.export.quantize import CALIBRATION_FRAMES, quantize_encoder
 from dbp_control.core.layout import SIDES, joint_names
 from dbp_control.core.policies import Policy
@@ -92,6 +93,7 @@ class PolicyGraphs:
         factored = factor_film(policy)
         self.encoders = {cam: EncoderGraph(policy, cam, factored.projections[cam]).eval()
                          for cam in policy.config.cameras}
+        rewrite_convolutions(factored.head_policy.net)  # the head's own copy
         self.head = HeadGraph(factored.head_policy).eval()
         self.film_width = factored.film_width
 
