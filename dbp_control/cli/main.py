@@ -373,13 +373,13 @@ def _zenoh_router(args: argparse.Namespace) -> int:
     import threading
 
     from dbp_control.middleware.zenoh_backend import open_router
+    from dbp_control.nodes.runner import stop_on_signals
 
     router = open_router(args.endpoint)
     print(f"Zenoh router on {args.endpoint} (Ctrl-C stops it)", flush=True)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    with stop_on_signals(stop):
+        stop.wait()
     router.close()
     return 0
 

@@ -62,6 +62,9 @@ def run_node(name: str, cls: type, *, parameters_files: Sequence[Path] = (), ove
             node.shutdown()
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 @contextlib.contextmanager
 def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """SIGINT / SIGTERM set `stop`, twice over: by a Python handler, which runs on the main thread when
@@ -71,12 +74,12 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     receive, send = socket.socketpair()
     send.setblocking(False)  # the C handler must never block
 
-    def watch() -> None:
+    def watch() -> None:  # the fd carries the number of every signal with a Python handler: only these stop
         while not stop.is_set():
-            if select.select([receive], [], [], 0.1)[0] and receive.recv(64):
+            if select.select([receive], [], [], 0.1)[0] and STOP_SIGNALS.intersection(receive.recv(64)):
                 stop.set()
 
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
     previous_fd = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
     watcher = threading.Thread(target=watch, name="stop-signals", daemon=True)
     watcher.start()

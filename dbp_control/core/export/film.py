@@ -31,7 +31,7 @@ class FactoredFiLM:
 
     @property
     def film_width(self) -> int:
-        return sum(block.film_width for block in self.head_policy.net.film_blocks())
+        return self.head_policy.net.film_width
 
 
 def condition_columns(policy: Policy) -> tuple[list[int], dict[str, list[list[int]]]]:

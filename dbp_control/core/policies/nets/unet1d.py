@@ -11,7 +11,9 @@ some entries of the condition (the image features) can be computed elsewhere and
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -85,7 +87,9 @@ class FiLMResBlock(nn.Module):
         """x: [B, C_in, T], cond: [B, cond_dim], film_offset: [B, film_width] added to the FiLM output ->
         [B, C_out, T]."""
         h = self.block1(x)
-        film = self.film(cond) if film_offset is None else self.film(cond) + film_offset
+        film = self.film(cond)
+        if film_offset is not None:
+            film = film + film_offset
         scale, bias = film.unsqueeze(-1).chunk(2, dim=1)
         h = self.block2(scale * h + bias)
         return h + self.residual(x)
@@ -151,6 +155,11 @@ class ConditionalUnet1D(nn.Module):
         return [*(block for level in self.down for block in level[:2]), *self.mid,
                 *(block for level in self.up for block in level[:2])]
 
+    @property
+    def film_width(self) -> int:
+        """The width of `film_offset`: every block's scale and bias."""
+        return sum(block.film_width for block in self.film_blocks())
+
     def forward(
         self, sample: torch.Tensor, global_cond: torch.Tensor, timestep: torch.Tensor | None = None,
         film_offset: torch.Tensor | None = None,
@@ -169,25 +178,24 @@ class ConditionalUnet1D(nn.Module):
         elif timestep is not None:
             raise ValueError("this U-Net has no time-step input (DBP/BC): timestep must be None")
 
-        blocks = self.film_blocks()
-        if film_offset is None:
-            offsets: list[torch.Tensor | None] = [None] * len(blocks)
-        else:
-            width = sum(block.film_width for block in blocks)
-            if film_offset.shape != (sample.shape[0], width):
-                raise ValueError(f"film_offset must be [{sample.shape[0]}, {width}], got {tuple(film_offset.shape)}")
-            offsets = list(film_offset.split([block.film_width for block in blocks], dim=-1))
-        offset = dict(zip(map(id, blocks), offsets))
+        offsets: Iterator[torch.Tensor | None] = itertools.repeat(None)
+        if film_offset is not None:  # taken block by block in film_blocks' order, which is this order
+            if film_offset.shape != (sample.shape[0], self.film_width):
+                raise ValueError(f"film_offset must be [{sample.shape[0]}, {self.film_width}], "
+                                 f"got {tuple(film_offset.shape)}")
+            offsets = iter(film_offset.split([block.film_width for block in self.film_blocks()], dim=-1))
 
         x = sample.transpose(1, 2)
         skips = []
         for res1, res2, downsample in self.down:
-            x = res2(res1(x, cond, offset[id(res1)]), cond, offset[id(res2)])
+            x = res1(x, cond, next(offsets))
+            x = res2(x, cond, next(offsets))
             skips.append(x)
             x = downsample(x)
         for block in self.mid:
-            x = block(x, cond, offset[id(block)])
+            x = block(x, cond, next(offsets))
         for res1, res2, upsample in self.up:
             x = torch.cat([x, skips.pop()], dim=1)
-            x = upsample(res2(res1(x, cond, offset[id(res1)]), cond, offset[id(res2)]))
+            x = res1(x, cond, next(offsets))
+            x = upsample(res2(x, cond, next(offsets)))
         return self.final(x).transpose(1, 2)
