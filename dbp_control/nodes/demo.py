@@ -113,5 +113,6 @@ def format_demo(summary: dict) -> str:
     return (f"{summary['task']}: {summary['successes']}/{len(summary['episodes'])} episodes successful through the "
             f"graph; control rate {summary['control_hz']:.1f} Hz (chunks per second); inference p50 "
             f"{inference['p50']:.2f} ms; observation->command p50 {latency['p50']:.2f} ms, p99 {latency['p99']:.2f} ms, "
-            f"max {latency['max']:.2f} ms over {latency['n']} chunks taken over\n"
+            f"max {latency['max']:.2f} ms (first command of each of the {latency['n']} chunks the command node "
+            f"committed to)\n"
             f"bags: {len(summary['bags'])} in {Path(summary['bags'][0]).parent if summary['bags'] else '-'}")
