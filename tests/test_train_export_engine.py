@@ -1,6 +1,8 @@
 """dbp train -> dbp export -> the ONNX Runtime engine -> closed-loop evaluation, with tiny settings."""
 
+import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -74,6 +76,15 @@ def test_checkpoint_carries_the_robot_layout_and_resumes(state_checkpoint, tmp_p
     assert data["metadata"]["state_keys"] == ["joints", "objects"]
     assert data["metadata"]["dataset"]["layout"]["joints"] == JOINTS and data["metadata"]["dataset"]["rate_hz"] == 10.0
     assert data["policy_config"]["state_dim"] == 28 and data["step"] == 3
+
+
+def test_a_finished_run_run_again_logs_its_validation_once(state_checkpoint, tmp_path):
+    shutil.copytree(state_checkpoint.parent, tmp_path / "train")
+    again = train_on_dataset(state_checkpoint.parent.parent / "ds.zarr", TrainRecipe(method="dbp", **TINY),
+                             tmp_path / "train", progress=False)
+    assert again.train.steps_done == 3 and again.train.resumed_from == 3
+    records = [json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "val_loss" in r] == [3]
 
 
 def test_state_policy_export_matches_torch_and_checks_the_robot(state_checkpoint, tmp_path):

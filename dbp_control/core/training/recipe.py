@@ -114,11 +114,22 @@ def train_on_dataset(dataset_path: Path, recipe: TrainRecipe, out_dir: Path, *, 
     if dataset.split.get("val"):
         # own demonstrations only: a validation split is too small to draw neighbour positives from
         val = validation_loss(result.policy, windows_for(dataset, recipe, "val"), seed=recipe.seed)
-        with (Path(out_dir) / METRICS_NAME).open("a") as log:
-            log.write(json.dumps({"step": recipe.steps, "val_loss": val}) + "\n")
+        log_validation(Path(out_dir) / METRICS_NAME, recipe.steps, val)
     plot = Path(out_dir) / "loss.png"
     plot_losses(Path(out_dir) / METRICS_NAME, plot, title=f"{recipe.method} on {dataset.path.name}", val_loss=val)
     return RecipeResult(result, val, plot)
+
+
+def log_validation(metrics_path: Path, step: int, val_loss: float) -> None:
+    """Append the validation record of `step`, unless the log has one for it already (a finished run
+    resumed again does no training, and its validation is the same seeded number)."""
+    if metrics_path.exists():
+        for line in metrics_path.read_text().splitlines():
+            record = json.loads(line) if line.strip() else {}
+            if record.get("step") == step and "val_loss" in record:
+                return
+    with metrics_path.open("a") as log:
+        log.write(json.dumps({"step": step, "val_loss": val_loss}) + "\n")
 
 
 @torch.no_grad()
