@@ -13,7 +13,7 @@ import yaml
 
 from dbp_control.core.data.dataset import JOINTS, Dataset, DatasetError, DatasetWriter, EpisodeArrays
 from dbp_control.core.evaluation.closed_loop import TorchChunkPolicy, evaluate, wilson_interval
-from dbp_control.core.export.onnx_export import ExportError, export_policy
+from dbp_control.core.export.onnx_export import ExportError, export_policy, exporter_fingerprint
 from dbp_control.core.inference.engine import EngineError, LiveConfig, PolicyEngine
 from dbp_control.core.training.checkpoint import load_policy, read_checkpoint
 from dbp_control.core.training.recipe import TrainRecipe, train_on_dataset, windows_for
@@ -104,6 +104,20 @@ def test_state_policy_export_matches_torch_and_checks_the_robot(state_checkpoint
         PolicyEngine(tmp_path / "m", live=LiveConfig(cameras={}, joint_names=JOINTS[::-1], state_keys=("joints", "objects")))
     with pytest.raises(EngineError, match="state keys"):
         PolicyEngine(tmp_path / "m", live=LiveConfig(cameras={}, joint_names=JOINTS))
+
+
+def test_bench_reuses_an_export_only_when_this_exporter_wrote_it(state_checkpoint, tmp_path):
+    from dbp_control.core.benchmarks.policy import _export_if_stale
+
+    _export_if_stale(state_checkpoint, tmp_path / "m", None, None)
+    sidecar_path = tmp_path / "m" / "policy.yaml"
+    assert yaml.safe_load(sidecar_path.read_text())["source"]["exporter"] == exporter_fingerprint()
+    written = sidecar_path.stat().st_mtime_ns
+    _export_if_stale(state_checkpoint, tmp_path / "m", None, None)
+    assert sidecar_path.stat().st_mtime_ns == written
+    sidecar_path.write_text(sidecar_path.read_text().replace(exporter_fingerprint(), "older-exporter"))
+    _export_if_stale(state_checkpoint, tmp_path / "m", None, None)
+    assert yaml.safe_load(sidecar_path.read_text())["source"]["exporter"] == exporter_fingerprint()
 
 
 def test_corrupt_truncated_or_missing_graphs_are_refused_before_running(state_checkpoint, tmp_path):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from dbp_control.core.channels import CHANNELS
-from dbp_control.core.export.onnx_export import export_policy
+from dbp_control.core.export.onnx_export import export_policy, exporter_fingerprint
 from dbp_control.core.inference.engine import EngineError, load_sidecar
 from dbp_control.core.layout import CAMERAS, SIDES, joint_names
 from dbp_control.core.policies.base import make_policy
@@ -37,7 +37,9 @@ def image_policy_model(folder: Path, preset: str = "small") -> Path:
     (for timing only: the INT8 ones are calibrated on random frames)."""
     model = folder / "model"
     try:
-        if all(f"encoder_{cam}_int8" in load_sidecar(model)["graphs"] for cam in CAMERAS):
+        sidecar = load_sidecar(model)
+        if (all(f"encoder_{cam}_int8" in sidecar["graphs"] for cam in CAMERAS)
+                and sidecar["source"].get("exporter") == exporter_fingerprint()):
             return model
     except EngineError:
         pass  # none yet, or one an older version wrote: export it (again)

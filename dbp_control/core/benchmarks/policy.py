@@ -21,7 +21,8 @@ import numpy as np
 
 from dbp_control.core.data.dataset import BuildConfig, build_dataset
 from dbp_control.core.evaluation.closed_loop import evaluate, wilson_interval
-from dbp_control.core.export.onnx_export import SIDECAR, SIDECAR_VERSION, export_policy, sha256_file
+from dbp_control.core.export.onnx_export import (SIDECAR, SIDECAR_VERSION, export_policy, exporter_fingerprint,
+                                                 sha256_file)
 from dbp_control.core.export.quantize import quantize_encoder
 from dbp_control.core.inference.engine import PolicyEngine
 from dbp_control.core.sim.record import record_episode
@@ -99,7 +100,9 @@ def _export_if_stale(checkpoint: Path, out: Path, sampler: str | None, steps: in
         import yaml
 
         recorded = yaml.safe_load(sidecar.read_text())
-        if recorded["format_version"] == SIDECAR_VERSION and recorded["source"]["checkpoint_sha256"] == sha256_file(checkpoint):
+        source = recorded["source"]
+        if (recorded["format_version"] == SIDECAR_VERSION and source["checkpoint_sha256"] == sha256_file(checkpoint)
+                and source.get("exporter") == exporter_fingerprint()):
             return
     export_policy(checkpoint, out, overwrite=True, sampler=sampler, inference_steps=steps)
 

@@ -17,6 +17,7 @@ Iterative samplers (DDIM, DDPM) are unrolled inside the head: one call gives one
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import warnings
 from collections.abc import Mapping
@@ -53,6 +54,20 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@functools.cache
+def exporter_fingerprint() -> str:
+    """sha256 (16 hex digits) of the code that writes the graphs: the export package and the policies it
+    traces. Two exports of one checkpoint with the same fingerprint are the same graphs; `dbp bench
+    policy` re-exports when it changes, instead of timing graphs older code wrote."""
+    digest = hashlib.sha256()
+    core = Path(__file__).resolve().parents[1]
+    for package in ("export", "policies"):
+        for source in sorted((core / package).rglob("*.py")):
+            digest.update(str(source.relative_to(core)).encode())
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 class EncoderGraph(nn.Module):
@@ -238,6 +253,7 @@ def export_policy(checkpoint: Path, out_dir: Path, *, overwrite: bool = False, s
             "action": {"scale": policy.action_normalizer.scale.tolist(), "offset": policy.action_normalizer.offset.tolist()},
         },
         "source": {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": sha256_file(checkpoint),
+                   "exporter": exporter_fingerprint(),
                    "step": int(data.get("step", 0)), "dataset_fingerprint": metadata["dataset"].get("fingerprint"),
                    "tasks": metadata["dataset"].get("tasks")},
         "graphs": files,
