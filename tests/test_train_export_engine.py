@@ -106,6 +106,14 @@ def test_state_policy_export_matches_torch_and_checks_the_robot(state_checkpoint
         PolicyEngine(tmp_path / "m", live=LiveConfig(cameras={}, joint_names=JOINTS))
 
 
+def test_bench_trains_each_state_noise_level_in_its_own_folder(tmp_path):
+    from dbp_control.core.benchmarks.policy import training_folder
+
+    assert training_folder(tmp_path, "dbp", 0.0) == tmp_path / "dbp"  # where runs before the option trained
+    assert training_folder(tmp_path, "diffusion", 0.1) == tmp_path / "diffusion_state_noise0.1"
+    assert len({training_folder(tmp_path, "dbp", noise) for noise in (0.0, 0.05, 0.1)}) == 3
+
+
 def test_bench_reuses_an_export_only_when_this_exporter_wrote_it(state_checkpoint, tmp_path):
     from dbp_control.core.benchmarks.policy import _export_if_stale
 
@@ -371,10 +379,15 @@ def test_cli_train_export_eval(tmp_path):
     dataset = make_dataset(tmp_path / "ds.zarr")
     cli = [sys.executable, "-m", "dbp_control.cli.main"]
     train = subprocess.run(cli + ["train", str(dataset), "--down-dims", "16,32", "--horizon", "8", "--n-action-steps", "4",
-                                  "--steps", "2", "--batch-size", "4", "--out", str(tmp_path / "t"), "--quiet"],
-                           capture_output=True, text=True, timeout=300)
+                                  "--steps", "2", "--batch-size", "4", "--state-noise", "0.05", "--out", str(tmp_path / "t"),
+                                  "--quiet"], capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr
     assert "validation loss" in train.stdout and (tmp_path / "t" / "loss.png").exists()
+    saved = read_checkpoint(tmp_path / "t" / "checkpoint.pt")
+    assert saved["metadata"]["recipe"]["state_noise"] == saved["train_config"]["state_noise"] == 0.05
+    bad_noise = subprocess.run(cli + ["train", str(dataset), "--state-noise", "-1"], capture_output=True, text=True,
+                               timeout=120)
+    assert bad_noise.returncode == 2 and "--state-noise: must be a finite number >= 0, got -1" in bad_noise.stderr
     export = subprocess.run(cli + ["export", str(tmp_path / "t" / "checkpoint.pt"), "--out", str(tmp_path / "m")],
                             capture_output=True, text=True, timeout=300)
     assert export.returncode == 0, export.stderr

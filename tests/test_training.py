@@ -19,7 +19,7 @@ from dbp_control.core.training import (
     read_checkpoint,
     train,
 )
-from dbp_control.core.training.trainer import CHECKPOINT_NAME, METRICS_NAME, cosine_with_warmup
+from dbp_control.core.training.trainer import CHECKPOINT_NAME, METRICS_NAME, cosine_with_warmup, perturb_state
 
 SHAPE = dict(state_dim=3, action_dim=2, horizon=8, n_obs_steps=1, n_action_steps=4, down_dims=(16, 32))
 
@@ -84,6 +84,11 @@ def test_resuming_with_another_config_is_refused(tmp_path):
     del saved["policy_config"]["neighbour_positives"]
     torch.save(saved, tmp_path / CHECKPOINT_NAME)
     train(_fresh_policy(), _dataset(), cfg, tmp_path, progress=False)
+    del saved["train_config"]["state_noise"]  # the same for a training field
+    torch.save(saved, tmp_path / CHECKPOINT_NAME)
+    train(_fresh_policy(), _dataset(), cfg, tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="state_noise: 0.0 -> 0.1"):
+        train(_fresh_policy(), _dataset(), TrainConfig(steps=2, batch_size=4, state_noise=0.1), tmp_path, progress=False)
     # a different logging cadence is not a different experiment
     train(_fresh_policy(), _dataset(), TrainConfig(steps=2, batch_size=4, log_every=1), tmp_path, progress=False)
 
@@ -125,6 +130,29 @@ def test_dataset_and_config_validation():
         ArrayDataset(state=torch.zeros(0, 1, 2), action=torch.zeros(0, 8, 2))
     with pytest.raises(ValueError, match="steps must be positive"):
         TrainConfig(steps=0)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="state_noise must be a finite number >= 0"):
+            TrainConfig(state_noise=bad)
+
+
+def test_state_noise_is_one_offset_per_window_in_normalised_units():
+    policy = make_policy(DBPConfig(**{**SHAPE, "n_obs_steps": 2}))
+    # feature ranges 2, 20 and 0.2: normalised, each spans [-1, 1]
+    policy.fit_normalizers(torch.tensor([[[0.0, 0.0, 0.0]], [[2.0, 20.0, 0.2]]]).expand(2, 2, 3), torch.randn(2, 8, 2))
+    state = torch.randn(20000, 1, 3).expand(20000, 2, 3) + torch.tensor([0.0, 1.0])[None, :, None]
+    torch.manual_seed(0)
+    offset = perturb_state(state, policy.state_normalizer, 0.1) - state
+    torch.testing.assert_close(offset[:, 0], offset[:, 1])  # velocities between the steps are kept
+    normalised_std = offset[:, 0].std(0) * policy.state_normalizer.scale
+    torch.testing.assert_close(normalised_std, torch.full((3,), 0.1), rtol=0.03, atol=0)
+
+
+def test_state_noise_changes_what_is_trained(tmp_path):
+    clean = train(_fresh_policy(), _dataset(), TrainConfig(steps=3, batch_size=4), tmp_path / "clean", progress=False)
+    noisy = train(_fresh_policy(), _dataset(), TrainConfig(steps=3, batch_size=4, state_noise=0.5), tmp_path / "noisy",
+                  progress=False)
+    weights = zip(clean.policy.state_dict().values(), noisy.policy.state_dict().values())
+    assert any(not torch.equal(a, b) for a, b in weights if a.is_floating_point())
 
 
 def test_schedule_warms_up_then_decays_to_zero():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import math
 import signal
 import sys
 from pathlib import Path
@@ -22,6 +23,16 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 
@@ -70,7 +81,8 @@ def _bench_policy(args: argparse.Namespace) -> int:
     from dbp_control.core.benchmarks.policy import PolicyBenchConfig, format_policy_table, run_policy_benchmark
 
     cfg = PolicyBenchConfig(out_dir=args.out, tasks=tuple(args.task), demos=args.demos, steps=args.steps,
-                            batch_size=args.batch_size, preset=args.preset, eval_episodes=args.episodes,
+                            batch_size=args.batch_size, preset=args.preset, state_noise=args.state_noise,
+                            eval_episodes=args.episodes,
                             latency_calls=args.latency_calls, threads=args.threads, progress=not args.quiet)
     result = run_policy_benchmark(cfg)
     print(format_policy_table(result))
@@ -223,7 +235,7 @@ def _train(args: argparse.Namespace) -> int:
                          horizon=args.horizon, n_obs_steps=args.n_obs_steps, n_action_steps=args.n_action_steps,
                          steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_max_decay=args.ema_decay,
                          seed=args.seed, num_generated=args.num_generated, temperatures=args.temperatures,
-                         neighbour_positives=args.neighbour_positives)
+                         neighbour_positives=args.neighbour_positives, state_noise=args.state_noise)
     out = args.out or Path("outputs") / "train" / f"{args.dataset.stem}_{args.method}_{args.obs}"
     result = train_on_dataset(args.dataset, recipe, out, resume=not args.fresh, progress=not args.quiet)
     resumed = f" (resumed from step {result.train.resumed_from})" if result.train.resumed_from else ""
@@ -439,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--steps", type=_positive_int, default=pb_defaults.steps, help="training steps per method")
     pb.add_argument("--batch-size", type=_positive_int, default=pb_defaults.batch_size)
     pb.add_argument("--preset", default=pb_defaults.preset, help="U-Net preset (small, paper)")
+    pb.add_argument("--state-noise", type=_non_negative_float, default=pb_defaults.state_noise, metavar="STD",
+                    help="both methods: std of the training windows' state offsets (see dbp train)")
     pb.add_argument("--episodes", type=_positive_int, default=pb_defaults.eval_episodes, help="evaluation episodes")
     pb.add_argument("--latency-calls", type=_positive_int, default=pb_defaults.latency_calls)
     pb.add_argument("--threads", type=_positive_int, default=pb_defaults.threads, help="ONNX Runtime threads")
@@ -579,6 +593,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--neighbour-positives", type=int, default=t.neighbour_positives, metavar="K",
                     help="DBP: the action chunks of the K nearest observations of other demonstrations join each "
                     "window's own as positives of the drift field (0: its own only)")
+    tr.add_argument("--state-noise", type=_non_negative_float, default=t.state_noise, metavar="STD",
+                    help="std of a random offset added to each training window's observed state, in normalised "
+                    "units (each feature's range is [-1, 1]); the same offset at every observation step")
     tr.add_argument("--out", type=Path, default=None, help="output folder (default outputs/train/<dataset>_<method>_<obs>)")
     tr.add_argument("--fresh", action="store_true", help="start over instead of resuming a checkpoint in --out")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")

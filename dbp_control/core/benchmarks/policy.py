@@ -47,6 +47,7 @@ class PolicyBenchConfig:
     steps: int = 3000
     batch_size: int = 64
     preset: str = "small"
+    state_noise: float = 0.0  # both methods' training windows (`TrainRecipe.state_noise`)
     eval_episodes: int = 50
     latency_calls: int = 1000  # p99 over fewer calls is one or two outliers; DDPM-100 uses a tenth of this
     threads: int = 2
@@ -159,6 +160,12 @@ def _image_policy_latency(cfg: PolicyBenchConfig) -> tuple[list[float], list[flo
     return head_ms, encoder_ms, encoder_int8_ms
 
 
+def training_folder(task_root: Path, method: str, state_noise: float) -> Path:
+    """A folder per recipe variant: a run with another noise level trains afresh beside the earlier one
+    (resuming a checkpoint of another recipe is refused) instead of failing on it."""
+    return task_root / (method if state_noise == 0 else f"{method}_state_noise{state_noise:g}")
+
+
 def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
     from tqdm.auto import tqdm
 
@@ -179,11 +186,12 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
         checkpoints = {}
         for method in ("dbp", "diffusion"):
             recipe = TrainRecipe(method=method, obs="state", preset=cfg.preset, steps=cfg.steps,
-                                 batch_size=cfg.batch_size, seed=cfg.seed)
+                                 batch_size=cfg.batch_size, seed=cfg.seed, state_noise=cfg.state_noise)
+            train_dir = training_folder(root, method, cfg.state_noise)
             start = time.perf_counter()
-            train_on_dataset(dataset, recipe, root / method, progress=cfg.progress)
+            train_on_dataset(dataset, recipe, train_dir, progress=cfg.progress)
             train_seconds[f"{task}/{method}"] = time.perf_counter() - start
-            checkpoints[method] = root / method / "checkpoint.pt"
+            checkpoints[method] = train_dir / "checkpoint.pt"
         for label, method, sampler, steps in VARIANTS:
             model = root / "onnx" / label.lower()
             _export_if_stale(checkpoints[method], model, sampler, steps)

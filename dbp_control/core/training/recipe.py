@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ class TrainRecipe:
     lr: float = 1e-3
     ema_max_decay: float = 0.99
     seed: int = 0
+    state_noise: float = 0.0  # std of a random offset on each window's observed state, normalised units
     # DBP only: samples per observation, kernel temperatures of the drift field, and how many nearest
     # other demonstrations' chunks join each window's own as positives
     num_generated: int = DBPConfig.num_generated
@@ -55,6 +57,8 @@ class TrainRecipe:
                              "has none of them")
         if self.neighbour_positives < 0:
             raise ValueError(f"neighbour_positives must be >= 0, got {self.neighbour_positives}")
+        if not math.isfinite(self.state_noise) or self.state_noise < 0:
+            raise ValueError(f"state_noise must be a finite number >= 0, got {self.state_noise}")
         if self.obs not in OBSERVATIONS:
             raise ValueError(f"unknown observation type {self.obs!r}; known: {list(OBSERVATIONS)}")
 
@@ -106,7 +110,7 @@ def train_on_dataset(dataset_path: Path, recipe: TrainRecipe, out_dir: Path, *, 
         "state_keys": ["joints", "objects"] if windows.use_objects else ["joints"],
     }
     cfg = TrainConfig(steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr, ema_max_decay=recipe.ema_max_decay,
-                      seed=recipe.seed, checkpoint_every=max(1, min(500, recipe.steps // 4)),
+                      seed=recipe.seed, state_noise=recipe.state_noise, checkpoint_every=max(1, min(500, recipe.steps // 4)),
                       log_every=max(1, min(25, recipe.steps // 10)))
     result = train(policy, windows, cfg, out_dir, resume=resume, progress=progress, desc=f"train {recipe.method}",
                    metadata=metadata)

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dbp_control.core.policies import Policy, config_from_dict
+from dbp_control.core.policies.normalizer import MinMaxNormalizer
 from dbp_control.core.training.checkpoint import (
     CheckpointError,
     config_differences,
@@ -43,6 +44,9 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 25
+    # std of a random offset added to each training window's observed state, in the normaliser's units
+    # (each feature's training range maps to [-1, 1]); 0 trains on the states as recorded
+    state_noise: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
@@ -50,12 +54,22 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
             raise ValueError("TrainConfig: lr and grad_clip must be positive, warmup_steps non-negative")
+        if not math.isfinite(self.state_noise) or self.state_noise < 0:
+            raise ValueError(f"TrainConfig.state_noise must be a finite number >= 0, got {self.state_noise}")
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def perturb_state(state: torch.Tensor, normalizer: MinMaxNormalizer, noise: float) -> torch.Tensor:
+    """state [B, To, S] in robot units plus one Gaussian offset per window (std `noise` in normalised units),
+    the same at every observation step: the policy learns to act from states near, not only on, the
+    demonstrations', while the velocities it reads from consecutive steps stay as recorded."""
+    offset = torch.randn(state.shape[0], 1, state.shape[2], device=state.device) * noise
+    return state + offset / normalizer.scale  # normalised = state * scale + offset
 
 
 def cosine_with_warmup(step: int, *, warmup: int, total: int) -> float:
@@ -120,7 +134,8 @@ def train(
         data = read_checkpoint(ckpt_path)
         # through the config class, so fields added since the checkpoint was made compare at their defaults
         diff = config_differences(config_from_dict(data["policy_config"]).to_dict(), policy.config.to_dict())
-        diff += [d for d in config_differences(data["train_config"], train_cfg) if d.split(":")[0] not in _CADENCE_FIELDS]
+        saved_cfg = {**dataclasses.asdict(TrainConfig()), **data["train_config"]}  # fields added since, at their defaults
+        diff += [d for d in config_differences(saved_cfg, train_cfg) if d.split(":")[0] not in _CADENCE_FIELDS]
         if diff:
             raise CheckpointError(
                 f"{ckpt_path} was made with another configuration ({'; '.join(diff)}); "
@@ -164,6 +179,8 @@ def train(
             started = time.perf_counter()
             indices = torch.randint(0, len(dataset), (cfg.batch_size,), generator=batch_rng)
             batch = dataset.batch(indices)
+            if cfg.state_noise > 0:
+                batch = {**batch, "state": perturb_state(batch["state"], policy.state_normalizer, cfg.state_noise)}
             data_s += time.perf_counter() - started
             loss, diagnostics = policy.compute_loss(batch)
             if not torch.isfinite(loss):
