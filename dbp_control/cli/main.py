@@ -82,8 +82,8 @@ def _bench_policy(args: argparse.Namespace) -> int:
 
     cfg = PolicyBenchConfig(out_dir=args.out, tasks=tuple(args.task), demos=args.demos, steps=args.steps,
                             batch_size=args.batch_size, preset=args.preset, state_noise=args.state_noise,
-                            eval_episodes=args.episodes,
-                            latency_calls=args.latency_calls, threads=args.threads, progress=not args.quiet)
+                            eval_episodes=args.episodes, latency_calls=args.latency_calls, threads=args.threads,
+                            progress=not args.quiet)
     result = run_policy_benchmark(cfg)
     print(format_policy_table(result))
     print(f"\nplot: {cfg.out_dir / 'bench_policy.png'}\nresults: {cfg.out_dir / 'results.json'}")

@@ -179,9 +179,9 @@ def train(
             started = time.perf_counter()
             indices = torch.randint(0, len(dataset), (cfg.batch_size,), generator=batch_rng)
             batch = dataset.batch(indices)
-            if cfg.state_noise > 0:
-                batch = {**batch, "state": perturb_state(batch["state"], policy.state_normalizer, cfg.state_noise)}
             data_s += time.perf_counter() - started
+            if cfg.state_noise > 0:  # after the timing: read_fraction measures reading batches only
+                batch = {**batch, "state": perturb_state(batch["state"], policy.state_normalizer, cfg.state_noise)}
             loss, diagnostics = policy.compute_loss(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
