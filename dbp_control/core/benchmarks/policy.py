@@ -256,16 +256,30 @@ def plot_policy_benchmark(result: PolicyBenchResult, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{v.task}\n{v.label}" for v in result.variants]
+    # grouped by task, one colour per method: nine labelled bars side by side overlap
+    tasks = list(dict.fromkeys(v.task for v in result.variants))
+    methods = list(dict.fromkeys(v.label for v in result.variants))
+    width = 0.8 / len(methods)
+    colours = {"DBP": "C0", "DDIM-10": "C1", "DDPM-100": "C7"}
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    rates = [v.successes / v.episodes for v in result.variants]
-    errors = np.array([[r - wilson_interval(v.successes, v.episodes)[0], wilson_interval(v.successes, v.episodes)[1] - r]
-                       for r, v in zip(rates, result.variants)]).T
-    left.bar(labels, rates, yerr=errors, capsize=4, color=["C0" if v.label == "DBP" else "C7" for v in result.variants])
+    for i, method in enumerate(methods):
+        rows = [next(v for v in result.variants if v.task == task and v.label == method) for task in tasks]
+        x = np.arange(len(tasks)) + (i - (len(methods) - 1) / 2) * width
+        rates = np.array([v.successes / v.episodes for v in rows])
+        bounds = np.array([wilson_interval(v.successes, v.episodes) for v in rows])
+        colour = colours[method]
+        left.bar(x, rates, width, yerr=[rates - bounds[:, 0], bounds[:, 1] - rates], capsize=3, color=colour,
+                 label=method)
+        right.bar(x, [v.p50 for v in rows], width, color=colour, label=method)
+        right.scatter(x, [v.p99 for v in rows], marker="_", s=80, color="k", zorder=3,
+                      label="p99" if i == len(methods) - 1 else None)
+    for axis in (left, right):
+        axis.set_xticks(np.arange(len(tasks)), tasks)
     left.set(ylabel="success rate (95% CI)", ylim=(0, 1.05), title="closed-loop success")
-    right.bar(labels, [v.p50 for v in result.variants], color=["C0" if v.label == "DBP" else "C7" for v in result.variants])
+    left.legend(fontsize=8)
     right.set_yscale("log")
-    right.set(ylabel="ms per chunk (p50, log)", title="ONNX Runtime latency")
+    right.set(ylabel="ms per chunk (bar p50, mark p99; log)", title="ONNX Runtime latency")
+    right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
