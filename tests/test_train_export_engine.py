@@ -114,7 +114,7 @@ def test_bench_trains_each_state_noise_level_in_its_own_folder(tmp_path):
     assert len({training_folder(tmp_path, "dbp", noise) for noise in (0.0, 0.05, 0.1)}) == 3
 
 
-def test_bench_table_judges_each_goal_and_the_plot_groups_by_task(tmp_path):
+def test_bench_table_judges_each_goal_and_the_plot_is_written(tmp_path):
     from dbp_control.core.benchmarks.policy import (PolicyBenchResult, VariantResult, format_policy_table,
                                                     plot_policy_benchmark)
 
