@@ -19,7 +19,7 @@ from dbp_control.core.data.dataset import Dataset, DatasetError, WindowDataset
 from dbp_control.core.policies import available_methods, config_from_dict, make_policy
 from dbp_control.core.policies.dbp.drift import DEFAULT_TEMPERATURES
 from dbp_control.core.policies.dbp.modeling import DBPConfig
-from dbp_control.core.training.trainer import METRICS_NAME, TrainConfig, TrainResult, train
+from dbp_control.core.training.trainer import METRICS_NAME, TrainConfig, TrainResult, seed_everything, train
 
 OBSERVATIONS = ("state", "image")
 
@@ -100,6 +100,7 @@ def train_on_dataset(dataset_path: Path, recipe: TrainRecipe, out_dir: Path, *, 
         "cameras": tuple(windows.images), "image_shape": tuple(image_size), "preset": recipe.preset,
         "down_dims": recipe.down_dims, **method_fields,
     })
+    seed_everything(recipe.seed)  # the initial weights too: one seed, one training
     policy = make_policy(config)
     policy.fit_normalizers(windows.state, windows.action)
     metadata = {
