@@ -308,6 +308,36 @@ def test_int8_encoders_are_calibrated_on_training_frames_and_chosen_explicitly(t
         PolicyEngine(tmp_path / "m", encoder_precision="int4")
 
 
+def test_an_int8_head_is_written_on_request_measured_against_the_float_head_and_chosen_explicitly(tmp_path):
+    dataset = make_dataset(tmp_path / "ds.zarr")
+    recipe = TrainRecipe(method="dbp", **{**TINY, "down_dims": (16, 256)})  # 256 channels: a MatMul to quantise
+    train_on_dataset(dataset, recipe, tmp_path / "train", progress=False)
+    checkpoint = tmp_path / "train" / "checkpoint.pt"
+    sidecar = yaml.safe_load(export_policy(checkpoint, tmp_path / "m", int8_head=True).read_text())
+    int8 = sidecar["graphs"]["head_int8"]["int8"]
+    assert int8["quantized_matmuls"] > 0 and int8["test_inputs"] == 16
+    assert 0 < int8["output_relative_error"]["mean"] <= int8["output_relative_error"]["max"] < 0.1
+    diff, exact = parity(tmp_path / "m", checkpoint)
+    assert diff < 1e-4 and exact.head_precision == "float32"  # the float head stays the default, and exact
+    quantized = PolicyEngine(tmp_path / "m", head_precision="int8")
+    state = np.random.default_rng(2).normal(size=(quantized.n_obs_steps, quantized.state_dim)).astype(np.float32)
+    noise = quantized.noise()
+    reference, chunk = exact.act(state, noise=noise), quantized.act(state, noise=noise)
+    assert 0 < np.linalg.norm(chunk - reference) / np.linalg.norm(reference) < 0.1
+    export_policy(checkpoint, tmp_path / "float_only")
+    with pytest.raises(EngineError, match=r"no graph\(s\) \['head_int8'\].*export with --int8-head"):
+        PolicyEngine(tmp_path / "float_only", head_precision="int8")
+    with pytest.raises(EngineError, match="head_precision must be one of"):
+        PolicyEngine(tmp_path / "m", head_precision="fp16")
+
+
+def test_an_int8_head_is_refused_for_a_u_net_without_wide_convolutions(state_checkpoint, tmp_path):
+    with pytest.raises(ExportError, match="int8 head quantises the convolutions of 256 channels or more; this "
+                                          "policy's U-Net is at most 32 channels wide"):
+        export_policy(state_checkpoint, tmp_path / "m", int8_head=True)
+    assert not (tmp_path / "m").exists()  # refused before anything was written
+
+
 def test_int8_encoder_export_refuses_what_it_cannot_calibrate(state_checkpoint, tmp_path):
     with pytest.raises(ExportError, match="int8 encoders need an image policy"):
         export_policy(state_checkpoint, tmp_path / "state", int8_encoders=True)
@@ -436,11 +466,16 @@ def test_cli_train_export_eval(tmp_path):
     assert ev.returncode == 0, ev.stderr
     # two training steps: success is up to chance (it differed between CPUs), the report's form is not
     assert re.search(r"^lift: [01]/1 successful \(", ev.stdout, re.MULTILINE), ev.stdout
-    assert "ONNX Runtime (CPUExecutionProvider)" in ev.stdout
+    assert "ONNX Runtime (CPUExecutionProvider, float32 head)" in ev.stdout
     assert (tmp_path / "e" / "eval_lift.png").exists()
     bad = subprocess.run(cli + ["eval", str(tmp_path / "m"), "--task", "juggle"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 2 and "unknown task 'juggle'" in bad.stderr
+    for policy, message in ((tmp_path / "m", r"has no graph\(s\) \['head_int8'\] \(export with --int8-head\)"),
+                            (tmp_path / "t" / "checkpoint.pt", r"--head-precision int8 needs an exported folder")):
+        int8 = subprocess.run(cli + ["eval", str(policy), "--task", "lift", "--head-precision", "int8"],
+                              capture_output=True, text=True, timeout=120)
+        assert int8.returncode == 2 and re.search(message, int8.stderr), int8.stderr
 
 
 def test_inference_loop_reuses_per_frame_features_and_matches_a_direct_prediction(tmp_path):

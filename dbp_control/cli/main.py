@@ -246,15 +246,18 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_chunk_policy(path: Path, *, seed: int = 0):  # noqa: ANN201 (a ChunkPolicy)
+def load_chunk_policy(path: Path, *, seed: int = 0, head_precision: str = "float32"):  # noqa: ANN201 (a ChunkPolicy)
     """An exported policy folder (ONNX Runtime) or a training checkpoint (torch), with its step rate."""
     from dbp_control.core.evaluation.closed_loop import TorchChunkPolicy
     from dbp_control.core.inference.engine import PolicyEngine
     from dbp_control.core.training.checkpoint import load_policy, read_checkpoint
 
     if path.is_dir():
-        engine = PolicyEngine(path)
-        return engine, float(engine.step_hz), f"ONNX Runtime ({engine.providers[0]})"
+        engine = PolicyEngine(path, head_precision=head_precision)
+        return engine, float(engine.step_hz), f"ONNX Runtime ({engine.providers[0]}, {head_precision} head)"
+    if head_precision != "float32":
+        raise ValueError(f"--head-precision {head_precision} needs an exported folder (`dbp export --int8-head`), "
+                         f"not the checkpoint {path}")
     metadata = read_checkpoint(path).get("metadata") or {}
     if "dataset" not in metadata:
         raise ValueError(f"{path} was not made by `dbp train` (no dataset layout and step rate in it)")
@@ -269,7 +272,7 @@ def _eval(args: argparse.Namespace) -> int:
     from dbp_control.core.sim.tasks import make_task
 
     make_task(args.task)  # an unknown task fails before loading anything
-    policy, step_hz, runtime = load_chunk_policy(args.policy, seed=args.seed)
+    policy, step_hz, runtime = load_chunk_policy(args.policy, seed=args.seed, head_precision=args.head_precision)
     seeds = range(args.seed, args.seed + args.episodes)
     result = evaluate(policy, args.task, seeds, step_hz=step_hz, strip_episodes=args.strip,
                       progress=lambda s: tqdm(s, desc=f"eval {args.task}", disable=args.quiet))
@@ -295,14 +298,19 @@ def _export(args: argparse.Namespace) -> int:
         raise SystemExit("--calibration is for --int8-encoders")
     sidecar = export_policy(args.checkpoint, out, overwrite=args.overwrite, sampler=args.sampler,
                             inference_steps=args.inference_steps, int8_encoders=args.int8_encoders,
-                            calibration=args.calibration)
+                            int8_head=args.int8_head, calibration=args.calibration)
     print(f"exported {args.checkpoint} -> {out} ({', '.join(sorted(p.name for p in out.glob('*.onnx')))}; {sidecar.name})")
     graphs = yaml.safe_load(sidecar.read_text())["graphs"]
     for name, graph in graphs.items():
         if "int8" in graph:
-            error = graph["int8"]["output_relative_error"]
-            print(f"  {name}: output error vs float32 on {graph['int8']['held_out_frames']} held-out frames: "
-                  f"mean {error['mean']:.2%}, max {error['max']:.2%}")
+            int8 = graph["int8"]
+            error = int8["output_relative_error"]
+            tested = (f"{int8['held_out_frames']} held-out frames" if "held_out_frames" in int8
+                      else f"{int8['test_inputs']} states across the normaliser's range")
+            absolute = (f"; largest action difference {int8['output_max_abs_error']['max']:.4f} (robot units)"
+                        if "output_max_abs_error" in int8 else "")
+            print(f"  {name}: output error vs float32 on {tested}: mean {error['mean']:.2%}, max {error['max']:.2%}"
+                  + absolute)
     return 0
 
 
@@ -613,6 +621,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--strip", type=int, default=4, help="episodes shown in the image strip (0: none)")
     ev.add_argument("--out", type=Path, default=Path("outputs") / "eval", help="folder for the image strip")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.add_argument("--head-precision", choices=("float32", "int8"), default="float32",
+                    help="an exported policy's head: float32, or INT8 as `dbp export --int8-head` writes it")
     ev.set_defaults(func=_eval)
 
     ex = commands.add_parser("export", help="export a checkpoint to ONNX (+ policy.yaml) for the inference engine",
@@ -627,6 +637,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--int8-encoders", action="store_true",
                     help="also write INT8 image encoders for CPU robots (policy node: encoder_precision: int8), "
                     "calibrated on training frames; their output error is printed and kept in policy.yaml")
+    ex.add_argument("--int8-head", action="store_true",
+                    help="also write an INT8 head for CPU robots (policy node: head_precision: int8): its "
+                    "convolutions of 256 channels and more quantised; its output error is printed and kept in policy.yaml")
     ex.add_argument("--calibration", type=Path, default=None,
                     help="dataset whose frames calibrate the INT8 encoders (default: the one the policy was trained on)")
     ex.set_defaults(func=_export)

@@ -57,6 +57,8 @@ INFERENCE_DEFAULTS: dict[str, Any] = {
     # int8: the encoders of `dbp export --int8-encoders`, a few times cheaper per frame on a CPU (their
     # output error against float32 is in the model's policy.yaml)
     "encoder_precision": "float32",
+    # int8: the head of `dbp export --int8-head`, its widest convolutions quantised (its error is there too)
+    "head_precision": "float32",
     "stats_window_s": 10.0,  # the status reports timings over this window
     # SCHED_FIFO priority of both nodes' executors (0: normal scheduling); the frame worker stays below it
     "realtime_priority": 40,
@@ -187,9 +189,11 @@ class InferenceNode:
                 raise ValueError(f"policy parameter {name} must be positive, got {p[name]}")
         model = Path(p["model"]) if Path(p["model"]).is_dir() else MODELS_DIR / p["model"]
         torch.set_num_threads(1)  # image resizing on the frame worker: no second busy-waiting thread pool
-        self.engine = PolicyEngine(model, threads=p["threads"], encoder_precision=p["encoder_precision"])
-        node.logger.info("policy %s (%s, NFE %d, %s encoders) on %s", model.name, self.engine.sidecar["method"],
-                         self.engine.sidecar["nfe"], p["encoder_precision"], ", ".join(self.engine.providers))
+        self.engine = PolicyEngine(model, threads=p["threads"], encoder_precision=p["encoder_precision"],
+                                   head_precision=p["head_precision"])
+        node.logger.info("policy %s (%s, NFE %d, %s head, %s encoders) on %s", model.name,
+                         self.engine.sidecar["method"], self.engine.sidecar["nfe"], p["head_precision"],
+                         p["encoder_precision"], ", ".join(self.engine.providers))
         self.observations: ObservationNode | None = None  # the process attaches its observation node
         self.loop = InferenceLoop(self.engine)
         self.types = typestore(node.distro).types
@@ -262,6 +266,7 @@ class InferenceNode:
                 "observation_age_ms": self.observation_age.summary(now),  # joint state stamp -> tick
                 "obs_to_publish_ms": self.publish_age.summary(now),  # joint state stamp -> chunk published
                 "providers": self.engine.providers, "encoder_precision": self.engine.encoder_precision,
+                "head_precision": self.engine.head_precision,
                 "realtime_priority": self.realtime_priority}
 
     def publish_status(self) -> None:

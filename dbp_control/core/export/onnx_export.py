@@ -31,8 +31,8 @@ from torch import nn
 
 from dbp_control.core.data.dataset import Dataset, DatasetError
 from dbp_control.core.export.film import factor_film, film_terms
-from dbp_control.core.export.matmul_conv import rewrite_convolutions
-from dbp_control.core.export.quantize import CALIBRATION_FRAMES, quantize_encoder
+from dbp_control.core.export.matmul_conv import MIN_IN_CHANNELS, rewritable, rewrite_convolutions
+from dbp_control.core.export.quantize import CALIBRATION_FRAMES, quantize_encoder, quantize_head
 from dbp_control.core.layout import SIDES, joint_names
 from dbp_control.core.policies import Policy
 from dbp_control.core.policies.diffusion.modeling import DiffusionPolicy
@@ -42,6 +42,7 @@ SIDECAR = "policy.yaml"
 SIDECAR_FORMAT = "dbp_control.policy"
 SIDECAR_VERSION = 2  # 2: encoders give FiLM conditions, not features (1 is read for state-only policies)
 OPSET = 17
+HEAD_TEST_INPUTS = 16  # inputs on which an INT8 head's error against the float head is measured
 
 
 class ExportError(ValueError):
@@ -160,6 +161,23 @@ def _calibration_frames(policy: Policy, metadata: dict[str, Any],
     return frames
 
 
+def _head_test_feeds(policy: Policy, graphs: PolicyGraphs, head_inputs: Mapping[str, torch.Tensor],
+                     images: Mapping[str, torch.Tensor], count: int) -> list[dict[str, np.ndarray]]:
+    """`count` head inputs: states uniform over the normaliser's range (what training saw), fresh noise,
+    and the FiLM terms of random frames."""
+    generator = torch.Generator().manual_seed(1)
+    feeds = []
+    with torch.no_grad():
+        for _ in range(count):
+            feed = {name: torch.randn(value.shape, generator=generator) for name, value in head_inputs.items()}
+            feed["state"] = policy.state_normalizer.unnormalize(torch.rand(feed["state"].shape, generator=generator) * 2 - 1)
+            for cam, graph in graphs.encoders.items():
+                frames = torch.randint(0, 256, images[cam][0].shape, generator=generator, dtype=torch.uint8)
+                feed[f"condition_{cam}"] = graph(frames).diagonal(dim1=0, dim2=1).T[None]
+            feeds.append({name: value.numpy() for name, value in feed.items()})
+    return feeds
+
+
 def _output_name(module: nn.Module) -> str:
     return "condition" if isinstance(module, EncoderGraph) else "action"
 
@@ -169,12 +187,14 @@ def _spec(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
 
 
 def export_policy(checkpoint: Path, out_dir: Path, *, overwrite: bool = False, sampler: str | None = None,
-                  inference_steps: int | None = None, int8_encoders: bool = False,
+                  inference_steps: int | None = None, int8_encoders: bool = False, int8_head: bool = False,
                   calibration: Path | Mapping[str, np.ndarray] | None = None) -> Path:
     """Write the graphs and the sidecar into `out_dir` (refused if it holds an export, unless `overwrite`).
     A diffusion checkpoint can be exported with another sampler (e.g. DDIM with 10 steps).
     `int8_encoders`: also write INT8 encoders (`encoder_<camera>_int8` graphs), calibrated on frames of
-    `calibration` (a dataset path, or uint8 [N, H, W, 3] frames per camera; default: the training dataset)."""
+    `calibration` (a dataset path, or uint8 [N, H, W, 3] frames per camera; default: the training dataset).
+    `int8_head`: also write an INT8 head (`head_int8`), its error against the float head measured on
+    states across the normaliser's range."""
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     data = read_checkpoint(checkpoint)
     metadata = data.get("metadata") or {}
@@ -185,6 +205,9 @@ def export_policy(checkpoint: Path, out_dir: Path, *, overwrite: bool = False, s
         raise ExportError(f"{out_dir} already holds an exported policy; pass overwrite to replace it")
     policy = load_policy(checkpoint).float()
     calibration_frames = _calibration_frames(policy, metadata, calibration) if int8_encoders else {}
+    if int8_head and not any(rewritable(m) for m in policy.net.modules()):
+        raise ExportError(f"an int8 head quantises the convolutions of {MIN_IN_CHANNELS} channels or more; this "
+                          f"policy's U-Net is at most {max(policy.net.cfg.down_dims)} channels wide")
     out_dir.mkdir(parents=True, exist_ok=True)
     if sampler is not None or inference_steps is not None:
         if not isinstance(policy, DiffusionPolicy):
@@ -229,6 +252,11 @@ def export_policy(checkpoint: Path, out_dir: Path, *, overwrite: bool = False, s
         files[f"encoder_{cam}_int8"] = {"file": path.name, "inputs": float_graph["inputs"],
                                         "outputs": float_graph["outputs"],
                                         "int8": quantize_encoder(out_dir / float_graph["file"], path, frames)}
+    if int8_head:
+        path = out_dir / "head_int8.onnx"
+        feeds = _head_test_feeds(policy, graphs, head_inputs, images, HEAD_TEST_INPUTS)
+        files["head_int8"] = {"file": path.name, "inputs": files["head"]["inputs"], "outputs": files["head"]["outputs"],
+                              "int8": quantize_head(out_dir / "head.onnx", path, feeds)}
     for entry in files.values():
         entry["sha256"] = sha256_file(out_dir / entry["file"])
     state_names = list(layout["state"]["names"])

@@ -1,10 +1,17 @@
-"""INT8 image encoders for CPU robots: static quantisation (QDQ, per-channel weights) of an exported
-encoder graph, calibrated on camera frames of the training data.
+"""INT8 graphs for CPU robots, written beside the float ones, which stay the default.
 
-On the 2-core CPU the ResNet-18 encoder costs several milliseconds a frame, and three 30 Hz cameras
-keep most of a core busy beside the control loop; with INT8 weights and activations (VNNI on x86) it
-runs a few times faster. Its output then differs slightly from the float graph, so the error is measured
-on frames the calibration did not see and recorded in the sidecar; the float graphs stay the default.
+Encoders: static quantisation (QDQ, per-channel weights) of an exported encoder graph, calibrated on
+camera frames of the training data. On the 2-core CPU the ResNet-18 encoder costs several milliseconds a
+frame, and three 30 Hz cameras keep most of a core busy beside the control loop; with INT8 weights and
+activations (VNNI on x86) it runs a few times faster.
+
+Head: dynamic quantisation of its MatMuls, which are the U-Net's convolutions of 256 channels and more
+(`matmul_conv`) and hold three quarters of the `small` head's weights: INT8 weights per output channel,
+activations quantised per call, so no calibration data is needed. At batch 1 the head reads all its
+weights on every call, and a quarter of the bytes is most of the gain.
+
+Either graph's output then differs slightly from the float graph's, so the error is measured on inputs
+the calibration did not see and recorded in the sidecar.
 """
 
 from __future__ import annotations
@@ -53,3 +60,30 @@ def quantize_encoder(float_path: Path, out_path: Path, frames: np.ndarray) -> di
     errors = [np.linalg.norm(q - r) / max(float(np.linalg.norm(r)), 1e-12) for r, q in zip(reference, quantized)]
     return {"calibration_frames": len(calibration), "held_out_frames": len(held_out),
             "output_relative_error": {"mean": float(np.mean(errors)), "max": float(np.max(errors))}}
+
+
+def quantize_head(float_path: Path, out_path: Path, feeds: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Write the INT8 version of the head graph at `float_path` to `out_path`; returns how far its chunk
+    (robot units) is from the float graph's on `feeds` (inputs of one call each)."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    matmuls = sum(node.op_type == "MatMul" for node in onnx.load(str(float_path)).graph.node)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(float_path), str(prepared))
+        # the narrow convolutions and FiLM layers stay float: ONNX Runtime's INT8 Conv was slower there
+        quantize_dynamic(str(prepared), str(out_path), op_types_to_quantize=["MatMul"], per_channel=True,
+                         weight_type=QuantType.QInt8)
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (float_path, out_path)]
+    reference, quantized = ([s.run(None, f)[0][0] for f in feeds] for s in sessions)
+    absolute = [float(np.abs(q - r).max()) for r, q in zip(reference, quantized)]
+    relative = [np.linalg.norm(q - r) / max(float(np.linalg.norm(r)), 1e-12) for r, q in zip(reference, quantized)]
+    return {"quantized_matmuls": matmuls, "test_inputs": len(feeds),
+            "output_max_abs_error": {"mean": float(np.mean(absolute)), "max": float(np.max(absolute))},
+            "output_relative_error": {"mean": float(np.mean(relative)), "max": float(np.max(relative))}}

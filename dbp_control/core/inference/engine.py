@@ -21,7 +21,7 @@ from dbp_control.core.export.onnx_export import SIDECAR, SIDECAR_FORMAT, SIDECAR
 from dbp_control.core.yaml_files import load_mapping
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-ENCODER_PRECISIONS = {"float32": "", "int8": "_int8"}  # -> the suffix of the encoder graphs' names
+PRECISIONS = {"float32": "", "int8": "_int8"}  # -> the suffix of the graphs' names
 
 
 class EngineError(ValueError):
@@ -89,25 +89,29 @@ def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
 class PolicyEngine:
     def __init__(self, model_dir: Path, *, live: LiveConfig | None = None, providers: Sequence[str] | None = None,
                  threads: int = 2, warmup: int = 5, io_binding: bool | None = None,
-                 encoder_precision: str = "float32") -> None:
+                 encoder_precision: str = "float32", head_precision: str = "float32") -> None:
         """`io_binding`: bind the head's inputs and output explicitly (default: on a GPU provider, where it
         saves ONNX Runtime's own staging copies; on the CPU plain `run` is already zero-copy).
-        `encoder_precision`: float32, or int8 for the quantised encoders of `dbp export --int8-encoders`."""
+        `encoder_precision`, `head_precision`: float32, or int8 for the quantised graphs that `dbp export
+        --int8-encoders` and `--int8-head` write."""
         import onnxruntime as ort
 
         self.model_dir = Path(model_dir)
         self.sidecar = load_sidecar(self.model_dir)
         if live is not None:
             check_live_config(self.sidecar, live)
-        if encoder_precision not in ENCODER_PRECISIONS:
-            raise EngineError(f"encoder_precision must be one of {list(ENCODER_PRECISIONS)}, got {encoder_precision!r}")
-        suffix = ENCODER_PRECISIONS[encoder_precision]
-        graphs = {"head": "head", **{f"encoder_{cam}": f"encoder_{cam}{suffix}" for cam in self.sidecar["cameras"]}}
+        for name, precision in (("encoder_precision", encoder_precision), ("head_precision", head_precision)):
+            if precision not in PRECISIONS:
+                raise EngineError(f"{name} must be one of {list(PRECISIONS)}, got {precision!r}")
+        graphs = {"head": f"head{PRECISIONS[head_precision]}",
+                  **{f"encoder_{cam}": f"encoder_{cam}{PRECISIONS[encoder_precision]}" for cam in self.sidecar["cameras"]}}
         missing = sorted(file for file in graphs.values() if file not in self.sidecar["graphs"])
         if missing:
+            flags = [flag for flag, wanted in (("--int8-head", head_precision == "int8"),
+                                               ("--int8-encoders", encoder_precision == "int8")) if wanted]
             raise EngineError(f"{self.model_dir} has no graph(s) {missing}"
-                              + (" (export with --int8-encoders)" if suffix else ""))
-        self.encoder_precision = encoder_precision
+                              + (f" (export with {' '.join(flags)})" if flags else ""))
+        self.encoder_precision, self.head_precision = encoder_precision, head_precision
 
         def options(intra_threads: int, spinning: bool) -> Any:
             o = ort.SessionOptions()
