@@ -137,14 +137,15 @@ def test_bench_table_judges_each_goal_and_the_plot_is_written(tmp_path):
         [variant("lift", "DBP", 50, 3.0), variant("lift", "DDIM-10", 41, 30.0), variant("lift", "DDPM-100", 47, 360.0),
          variant("handover", "DBP", 6, 3.0), variant("handover", "DDIM-10", 6, 30.0),
          variant("handover", "DDPM-100", 16, 150.0)],
-        head_ms=[1.5] * 90 + [2.5] * 10, encoder_ms=[6.0], encoder_int8_ms=[3.0], providers=["CPUExecutionProvider"],
-        train_seconds={})
+        head_ms=[1.5] * 90 + [2.5] * 10, head_int8_ms=[1.2] * 100, encoder_ms=[6.0], encoder_int8_ms=[3.0],
+        providers=["CPUExecutionProvider"], train_seconds={})
     table = format_policy_table(result)
     assert "lift: DBP success 50/50 vs DDPM-100 47/50 (goal: at least as successful: met); " \
            "latency ratio DDPM-100 / DBP 120 (goal >= 80: met)" in table
     assert "handover: DBP success 6/50 vs DDPM-100 16/50 (goal: at least as successful: NOT met); " \
            "latency ratio DDPM-100 / DBP 50 (goal >= 80: NOT met)" in table
-    assert "goal < 2 ms: NOT met" in table  # median 1.5 ms, but one call in ten takes 2.5
+    assert "head-only p99 2.50 ms (goal < 2 ms: NOT met)" in table  # median 1.5 ms, but one call in ten takes 2.5
+    assert "INT8 head-only p99 1.20 ms (goal < 2 ms: met)" in table
     plot_policy_benchmark(result, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
