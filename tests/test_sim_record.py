@@ -102,6 +102,16 @@ def test_state_only_episodes_have_no_camera_topics(sim, tmp_path):
     assert read_episode_info(episode.path)["image_size"] is None
 
 
+def test_recorded_episodes_compile_into_a_dataset(sim, tmp_path):
+    from dbp_control.core.data.dataset import BuildConfig, Dataset, build_dataset
+
+    for seed in (3, 4):  # position commands only: the other command type's topics are not in these bags
+        record_episode(sim, LiftTask(), seed, tmp_path / "bags", images=False)
+    build_dataset([tmp_path / "bags"], tmp_path / "ds.zarr", BuildConfig(cameras=(), objects=True))
+    dataset = Dataset(tmp_path / "ds.zarr")
+    assert len(dataset.episodes) == 2 and dataset.layout["objects"] is not None
+
+
 def test_disk_full_keeps_earlier_episodes_and_names_the_problem(sim, tmp_path, monkeypatch):
     import errno
 

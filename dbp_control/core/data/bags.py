@@ -9,7 +9,7 @@ and as one JSON `std_msgs/msg/String` on EPISODE_INFO_TOPIC, for tools that igno
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import cache
@@ -264,9 +264,10 @@ def read_episode_info(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def read_bag(path: Path, *, topics: list[str] | None = None, distro: str = "humble") -> Iterator[BagMessage]:
+def read_bag(path: Path, *, topics: list[str] | None = None, optional_topics: Collection[str] = (),
+             distro: str = "humble") -> Iterator[BagMessage]:
     """Messages in log-time order, deserialised. `topics` restricts the topics; a requested topic the
-    bag lacks is an error naming it."""
+    bag lacks is an error naming it. `optional_topics` are read too where the bag has them."""
     path = Path(path)
     if not path.exists():
         raise BagError(f"no bag at {path}")
@@ -281,7 +282,8 @@ def read_bag(path: Path, *, topics: list[str] | None = None, distro: str = "humb
         missing = sorted(set(topics or []) - present)
         if missing:
             raise BagError(f"bag {path} has no topic(s) {missing}; it has {sorted(present)}")
-        connections = [c for c in reader.connections if topics is None or c.topic in topics]
+        connections = [c for c in reader.connections
+                       if topics is None or c.topic in topics or c.topic in optional_topics]
         try:
             for connection, log_time, raw in reader.messages(connections=connections):
                 yield BagMessage(connection.topic, connection.msgtype, log_time, ts.deserialize_cdr(raw, connection.msgtype))

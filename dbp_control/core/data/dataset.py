@@ -140,7 +140,7 @@ def compile_episode(bag: Path, cfg: BuildConfig) -> tuple[EpisodeArrays, dict[st
     command_kinds: list[str | None] = [None] * len(SIDES)
     image_topics = {CHANNELS[f"{cam}_image"].topic: i for i, cam in enumerate(cfg.cameras)}
     objects_topic = CHANNELS["object_poses"].topic
-    topics = [joint_topic, *command_topics, *image_topics] + ([objects_topic] if cfg.objects else [])
+    topics = [joint_topic, *image_topics] + ([objects_topic] if cfg.objects else [])
     sync = ApproximateTimeSync(len(cfg.cameras) + 1, cfg.queue_size, cfg.slop_s) if cfg.cameras else None
     joint_input = len(cfg.cameras)
 
@@ -172,7 +172,8 @@ def compile_episode(bag: Path, cfg: BuildConfig) -> tuple[EpisodeArrays, dict[st
             steps["image_age_ms"].append(np.nan)
 
     try:
-        for message in read_bag(bag, topics=topics, distro=cfg.distro):
+        # a bag holds one command type's topics or both (the recorder's); "never got arm commands" if neither
+        for message in read_bag(bag, topics=topics, optional_topics=command_topics, distro=cfg.distro):
             matched = None
             while next_tick is not None and message.log_time_ns > next_tick:
                 emit(next_tick)
