@@ -150,6 +150,22 @@ def test_bench_table_judges_each_goal_and_the_plot_is_written(tmp_path):
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_runs_end_to_end_and_its_evaluation_does_not_depend_on_the_timing(tmp_path):
+    from dbp_control.core.benchmarks.policy import PolicyBenchConfig, run_policy_benchmark
+
+    def run(calls):
+        cfg = PolicyBenchConfig(out_dir=tmp_path, demos=2, steps=2, batch_size=4, eval_episodes=2, latency_calls=calls,
+                                progress=False)
+        return run_policy_benchmark(cfg)
+
+    first, second = run(20), run(40)  # the second reuses demonstrations, dataset, checkpoints and exports
+    assert [(v.label, v.nfe, len(v.latency_ms)) for v in first.variants] == [
+        ("DBP", 1, 20), ("DDIM-10", 10, 20), ("DDPM-100", 100, 10)]
+    assert len(first.head_ms) == len(first.head_int8_ms) == 20 and len(second.encoder_int8_ms) == 40
+    assert [(v.successes, v.episodes) for v in first.variants] == [(v.successes, v.episodes) for v in second.variants]
+    assert first.variants[0].episodes == 2 and (tmp_path / "bench_policy.png").exists()
+
+
 def test_bench_reuses_an_export_only_when_this_exporter_wrote_it(state_checkpoint, tmp_path):
     from dbp_control.core.benchmarks.policy import _export_if_stale
 
