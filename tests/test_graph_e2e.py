@@ -160,18 +160,19 @@ def image_model(tmp_path_factory):
     return image_policy_model(tmp_path_factory.mktemp("image_model"))
 
 
-@pytest.mark.parametrize("encoder_precision", ["float32", "int8"])
-def test_images_of_the_wrong_encoding_or_size_are_rejected_and_the_loop_goes_on(image_model, encoder_precision):
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_images_of_the_wrong_encoding_or_size_are_rejected_and_the_loop_goes_on(image_model, precision):
     """An image policy (three cameras, exported untrained) with the simulated robot's joint states and frames
     streamed by this test at 10 Hz; head frames of another encoding, or with too little data, are rejected
-    with the reason, and chunks keep coming. With either encoder precision."""
+    with the reason, and chunks keep coming. With the float graphs, and with the INT8 encoders and head."""
     import queue
 
     from dbp_control.core.data.bags import image_msg
     from dbp_control.nodes.processes import NodeProcesses
 
     nodes = {"sim_robot": ["sim_robot", "--set", "cameras=false"],
-             "policy": ["policy", "--set", f"model={image_model}", "--set", f"encoder_precision={encoder_precision}"]}
+             "policy": ["policy", "--set", f"model={image_model}", "--set", f"encoder_precision={precision}",
+                        "--set", f"head_precision={precision}"]}
     with NodeProcesses(nodes, {"policy": "policy_status", "observation": "observation_status"}) as graph:
         publishers = {cam: graph.probe.publisher(CHANNELS[f"{cam}_image"]) for cam in CAMERAS}
         bad_frames: queue.SimpleQueue = queue.SimpleQueue()
@@ -194,7 +195,7 @@ def test_images_of_the_wrong_encoding_or_size_are_rejected_and_the_loop_goes_on(
         try:
             assert wait_for(lambda: graph.latest.get("policy", {}).get("ticks", 0) > 50, 90), graph.latest
             assert graph.latest["observation"]["rejected_images"] == 0
-            assert graph.latest["policy"]["encoder_precision"] == encoder_precision
+            assert graph.latest["policy"]["encoder_precision"] == graph.latest["policy"]["head_precision"] == precision
             ticks = graph.latest["policy"]["ticks"]
             bad_frames.put(lambda msg: setattr(msg, "encoding", "16UC1"))
             bad_frames.put(lambda msg: setattr(msg, "data", msg.data[:100]))

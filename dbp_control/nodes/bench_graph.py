@@ -38,7 +38,7 @@ def image_policy_model(folder: Path, preset: str = "small") -> Path:
     model = folder / "model"
     try:
         sidecar = load_sidecar(model)
-        if (all(f"encoder_{cam}_int8" in sidecar["graphs"] for cam in CAMERAS)
+        if (all(f"encoder_{cam}_int8" in sidecar["graphs"] for cam in CAMERAS) and "head_int8" in sidecar["graphs"]
                 and sidecar["source"].get("exporter") == exporter_fingerprint()):
             return model
     except EngineError:
@@ -57,7 +57,7 @@ def image_policy_model(folder: Path, preset: str = "small") -> Path:
                                  "metadata": {"dataset": {"layout": layout, "rate_hz": 10.0, "fingerprint": "untrained"},
                                               "state_keys": ["joints"]}})
     rng = np.random.default_rng(0)
-    export_policy(checkpoint, model, overwrite=True, int8_encoders=True,
+    export_policy(checkpoint, model, overwrite=True, int8_encoders=True, int8_head=True,
                   calibration={cam: rng.integers(0, 256, (16, 96, 96, 3), dtype=np.uint8) for cam in CAMERAS})
     return model
 
@@ -85,6 +85,7 @@ class GraphBenchResult:
     camera_frames_per_s: float  # frames the policy node received, all cameras
     image_size: tuple[int, int]
     encoder_precision: str
+    head_precision: str
 
 
 def run_graph_benchmark(out_dir: Path, *, seconds: float = 60.0, warmup_s: float = 10.0,
@@ -132,7 +133,7 @@ def run_graph_benchmark(out_dir: Path, *, seconds: float = 60.0, warmup_s: float
         obs_to_publish_ms=p1["obs_to_publish_ms"], obs_to_arrival_ms=c1["obs_to_chunk_arrival_ms"],
         obs_to_command_ms=c1["obs_to_command_ms"], cpu_percent=cpu, realtime_priority=realtime,
         camera_frames_per_s=(frames(o1) - frames(o0)) / elapsed, image_size=image_size,
-        encoder_precision=p1["encoder_precision"])
+        encoder_precision=p1["encoder_precision"], head_precision=p1["head_precision"])
 
 
 def format_graph_table(r: GraphBenchResult) -> str:
@@ -145,7 +146,7 @@ def format_graph_table(r: GraphBenchResult) -> str:
     command = r.obs_to_command_ms
     lines = [
         f"full graph, three {width}x{height} cameras ({r.camera_frames_per_s:.0f} frames/s, {mb_per_s:.0f} MB/s into the "
-        f"policy), {r.encoder_precision} encoders, {r.seconds:.0f} s:",
+        f"policy), {r.encoder_precision} encoders, {r.head_precision} head, {r.seconds:.0f} s:",
         f"  control rate {r.control_hz:.1f} Hz (action chunks per second; target 100); policy timer {r.timer_hz:.0f} Hz",
         row("inference (head)", r.inference_ms),
         row("joint state age at the policy tick", r.observation_age_ms),
