@@ -26,7 +26,7 @@ from dbp_control.core.evaluation.closed_loop import evaluate, wilson_interval
 from dbp_control.core.export.onnx_export import (SIDECAR, SIDECAR_VERSION, export_policy, exporter_fingerprint,
                                                  sha256_file)
 from dbp_control.core.export.quantize import quantize_encoder, quantize_head
-from dbp_control.core.inference.engine import PolicyEngine
+from dbp_control.core.inference.engine import PolicyEngine, session_options
 from dbp_control.core.sim.record import record_episode
 from dbp_control.core.sim.robot import DualArmSim
 from dbp_control.core.sim.tasks import make_task
@@ -156,12 +156,9 @@ def _image_policy_latency(cfg: PolicyBenchConfig) -> dict[str, list[float]]:
                      np.random.default_rng(0).integers(0, 256, (16, 96, 96, 3), dtype=np.uint8))
     import onnxruntime as ort
 
-    def session(name: str, threads: int) -> Any:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        if threads == 1:  # no pool to keep awake (ONNX Runtime's default spins it between calls)
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])
+    def session(name: str, threads: int) -> Any:  # one thread: the node's head; more: spinning, as calibrated
+        return ort.InferenceSession(str(folder / name), session_options(threads, spinning=threads > 1),
+                                    providers=["CPUExecutionProvider"])
 
     image = {"image": np.random.default_rng(0).integers(0, 256, (1, 96, 96, 3), dtype=np.uint8)}
     timed = {"head": ("head.onnx", 1, feeds), "head_int8": ("head_int8.onnx", 1, feeds),

@@ -28,7 +28,6 @@ CALIBRATION_FRAMES = 64  # per camera: half calibrate the activation ranges, hal
 def quantize_encoder(float_path: Path, out_path: Path, frames: np.ndarray) -> dict[str, Any]:
     """Write the INT8 version of the encoder graph at `float_path` to `out_path`, calibrated on the even
     frames of `frames` (uint8 [N, H, W, 3], N >= 2); returns the relative error of its output (the frame's FiLM terms) on the odd ones."""
-    import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -53,20 +52,15 @@ def quantize_encoder(float_path: Path, out_path: Path, frames: np.ndarray) -> di
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=["Conv", "Gemm", "MatMul"])
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (float_path, out_path)]
-    reference, quantized = ([s.run(None, {"image": f[None]})[0][0] for f in held_out] for s in sessions)
-    errors = [np.linalg.norm(q - r) / max(float(np.linalg.norm(r)), 1e-12) for r, q in zip(reference, quantized)]
+    reference, quantized = _outputs(float_path, out_path, [{"image": frame[None]} for frame in held_out])
     return {"calibration_frames": len(calibration), "held_out_frames": len(held_out),
-            "output_relative_error": {"mean": float(np.mean(errors)), "max": float(np.max(errors))}}
+            "output_relative_error": _relative_error(reference, quantized)}
 
 
 def quantize_head(float_path: Path, out_path: Path, feeds: list[dict[str, np.ndarray]]) -> dict[str, Any]:
     """Write the INT8 version of the head graph at `float_path` to `out_path`; returns how far its chunk
     (robot units) is from the float graph's on `feeds` (inputs of one call each)."""
     import onnx
-    import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -78,12 +72,26 @@ def quantize_head(float_path: Path, out_path: Path, feeds: list[dict[str, np.nda
         quantize_dynamic(str(prepared), str(out_path), op_types_to_quantize=["MatMul"], per_channel=True,
                          weight_type=QuantType.QInt8)
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (float_path, out_path)]
-    reference, quantized = ([s.run(None, f)[0][0] for f in feeds] for s in sessions)
+    reference, quantized = _outputs(float_path, out_path, feeds)
     absolute = [float(np.abs(q - r).max()) for r, q in zip(reference, quantized)]
-    relative = [np.linalg.norm(q - r) / max(float(np.linalg.norm(r)), 1e-12) for r, q in zip(reference, quantized)]
     return {"quantized_matmuls": matmuls, "test_inputs": len(feeds),
             "output_max_abs_error": {"mean": float(np.mean(absolute)), "max": float(np.max(absolute))},
-            "output_relative_error": {"mean": float(np.mean(relative)), "max": float(np.max(relative))}}
+            "output_relative_error": _relative_error(reference, quantized)}
+
+
+def _outputs(float_path: Path, quantized_path: Path,
+             feeds: list[dict[str, np.ndarray]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each graph's first output (batch item 0) on every feed: the float graph's, then the quantised one's."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+                for p in (float_path, quantized_path)]
+    reference, quantized = ([session.run(None, feed)[0][0] for feed in feeds] for session in sessions)
+    return reference, quantized
+
+
+def _relative_error(reference: list[np.ndarray], quantized: list[np.ndarray]) -> dict[str, float]:
+    errors = [np.linalg.norm(q - r) / max(float(np.linalg.norm(r)), 1e-12) for r, q in zip(reference, quantized)]
+    return {"mean": float(np.mean(errors)), "max": float(np.max(errors))}

@@ -9,7 +9,6 @@ runs at the control rate (`act`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +85,20 @@ def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
     return [p for p in PREFERRED_PROVIDERS if p in available]
 
 
+def session_options(intra_threads: int, *, spinning: bool) -> Any:
+    """ONNX Runtime session options as the engine runs its graphs: `intra_threads` threads, which spin
+    between calls only with `spinning` (a spinning pool keeps its cores busy while idle)."""
+    import onnxruntime as ort
+
+    o = ort.SessionOptions()
+    o.intra_op_num_threads, o.inter_op_num_threads = intra_threads, 1
+    o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    o.log_severity_level = 3
+    o.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return o
+
+
 class PolicyEngine:
     def __init__(self, model_dir: Path, *, live: LiveConfig | None = None, providers: Sequence[str] | None = None,
                  threads: int = 2, warmup: int = 5, io_binding: bool | None = None,
@@ -113,18 +126,9 @@ class PolicyEngine:
                               + (f" (export with {' '.join(flags)})" if flags else ""))
         self.encoder_precision, self.head_precision = encoder_precision, head_precision
 
-        def options(intra_threads: int, spinning: bool) -> Any:
-            o = ort.SessionOptions()
-            o.intra_op_num_threads, o.inter_op_num_threads = intra_threads, 1
-            o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            o.log_severity_level = 3
-            o.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-            return o
-
         # the head runs at the control rate with `threads` threads, the encoders once per camera frame beside
         # it on one thread; no pool busy-waits between calls, so the two never burn each other's cores
-        head_options, encoder_options = options(threads, False), options(1, False)
+        head_options, encoder_options = session_options(threads, spinning=False), session_options(1, spinning=False)
         chosen = choose_providers(providers)
         self.sessions: dict[str, Any] = {}
         for name, file in graphs.items():  # the fused policy graph is for other runtimes: the split pair runs here
@@ -209,11 +213,3 @@ class PolicyEngine:
         """state [To, S] and images {camera: uint8 [To, H, W, 3]} -> chunk [T, D]."""
         features = {cam: np.stack([self.encode(cam, frame) for frame in (images or {})[cam]]) for cam in self.cameras}
         return self.act(state, features, noise)
-
-    def latency_ms(self, fn: Any, calls: int) -> np.ndarray:
-        times = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1e3)
-        return np.array(times)
