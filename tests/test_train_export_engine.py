@@ -164,6 +164,11 @@ def test_bench_runs_end_to_end_and_its_evaluation_does_not_depend_on_the_timing(
     assert len(first.head_ms) == len(first.head_int8_ms) == 20 and len(second.encoder_int8_ms) == 40
     assert [(v.successes, v.episodes) for v in first.variants] == [(v.successes, v.episodes) for v in second.variants]
     assert first.variants[0].episodes == 2 and (tmp_path / "bench_policy.png").exists()
+    # each evaluation was logged as it finished, both runs' in order, so an interrupted run keeps its scores
+    logged = [json.loads(line) for line in (tmp_path / "evaluations.jsonl").read_text().splitlines()]
+    assert [(r["label"], r["successes"], r["episodes"], r["seeds"]) for r in logged] == [
+        (v.label, v.successes, v.episodes, [100_000, 100_001]) for v in first.variants + second.variants]
+    assert logged[0]["checkpoint_sha256"] == logged[3]["checkpoint_sha256"] != logged[1]["checkpoint_sha256"]
 
 
 def test_bench_reuses_an_export_only_when_this_exporter_wrote_it(state_checkpoint, tmp_path):

@@ -5,7 +5,9 @@ one action chunk through ONNX Runtime — all measured on this machine, each run
 Per task it records the expert's demonstrations (state observations: joints and object poses), builds
 the dataset, trains DBP and DDPM with the same recipe, exports DBP, DDIM-10 (the DDPM network sampled
 with 10 DDIM steps) and DDPM-100 to ONNX, and evaluates every export with the engine. Everything is
-kept under `out_dir`: a second run resumes (training) or reuses (bags, dataset, exports).
+kept under `out_dir`: a second run resumes (training) or reuses (bags, dataset, exports). Each
+evaluation is printed and appended to `out_dir/evaluations.jsonl` as soon as it finishes, so a run
+stopped part-way keeps what it measured, and the log holds every run's scores side by side.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ VARIANTS: tuple[tuple[str, str, str | None, int | None], ...] = (
     ("DDPM-100", "diffusion", "ddpm", 100),
 )
 EVAL_SEED = 100_000  # evaluation seeds start here, far from the demonstrations' 0 .. demos - 1
+EVALUATIONS_LOG = "evaluations.jsonl"
 
 
 @dataclass
@@ -167,6 +170,25 @@ def _image_policy_latency(cfg: PolicyBenchConfig) -> dict[str, list[float]]:
             for name, (file, threads, inputs) in timed.items()}
 
 
+def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, model: Path) -> None:
+    """Print one variant's result and append it to the evaluations log, with what identifies the policy."""
+    import yaml
+    from tqdm.auto import tqdm
+
+    low, high = wilson_interval(variant.successes, variant.episodes)
+    line = (f"{variant.task} {variant.label}: {variant.successes}/{variant.episodes} ({low:.0%}-{high:.0%}), "
+            f"chunk p50 {variant.p50:.2f} ms, p99 {variant.p99:.2f} ms")
+    if cfg.progress:
+        tqdm.write(line)
+    source = yaml.safe_load((model / SIDECAR).read_text())["source"]
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "task": variant.task, "label": variant.label,
+              "successes": variant.successes, "episodes": variant.episodes,
+              "seeds": [EVAL_SEED, EVAL_SEED + variant.episodes - 1], "p50_ms": variant.p50, "p99_ms": variant.p99,
+              "checkpoint_sha256": source["checkpoint_sha256"], "state_noise": cfg.state_noise}
+    with (cfg.out_dir / EVALUATIONS_LOG).open("a") as log:
+        log.write(json.dumps(record) + "\n")
+
+
 def training_folder(task_root: Path, method: str, state_noise: float) -> Path:
     """A folder per recipe variant: a run with another noise level trains afresh beside the earlier one
     (resuming a checkpoint of another recipe is refused) instead of failing on it."""
@@ -212,8 +234,10 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
             latency = _latency(lambda engine=engine, state=state, noise=noise: engine.act(state, noise=noise), calls)
             evaluation = evaluate(engine, task, range(EVAL_SEED, EVAL_SEED + cfg.eval_episodes),
                                   step_hz=float(engine.step_hz), progress=bar(f"{task}: eval {label}"))
-            variants.append(VariantResult(task, label, int(engine.sidecar["nfe"]), evaluation.successes,
-                                          len(evaluation.episodes), latency))
+            variant = VariantResult(task, label, int(engine.sidecar["nfe"]), evaluation.successes,
+                                    len(evaluation.episodes), latency)
+            variants.append(variant)
+            _log_evaluation(cfg, variant, model)
     # in a fresh process, as the policy node runs: after the evaluations above, this process timed the same
     # graphs a third slower (p50 2.96 against 2.2 ms for the float head)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
