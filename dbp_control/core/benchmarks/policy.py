@@ -170,9 +170,9 @@ def _image_policy_latency(cfg: PolicyBenchConfig) -> dict[str, list[float]]:
             for name, (file, threads, inputs) in timed.items()}
 
 
-def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, model: Path) -> None:
-    """Print one variant's result and append it to the evaluations log, with what identifies the policy."""
-    import yaml
+def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range, source: dict[str, Any]) -> None:
+    """Print one variant's result and append it to the evaluations log, with what identifies the policy
+    (`source`: its sidecar's)."""
     from tqdm.auto import tqdm
 
     low, high = wilson_interval(variant.successes, variant.episodes)
@@ -180,10 +180,9 @@ def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, model: Path)
             f"chunk p50 {variant.p50:.2f} ms, p99 {variant.p99:.2f} ms")
     if cfg.progress:
         tqdm.write(line)
-    source = yaml.safe_load((model / SIDECAR).read_text())["source"]
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "task": variant.task, "label": variant.label,
               "successes": variant.successes, "episodes": variant.episodes,
-              "seeds": [EVAL_SEED, EVAL_SEED + variant.episodes - 1], "p50_ms": variant.p50, "p99_ms": variant.p99,
+              "seeds": [seeds.start, seeds.stop - 1], "p50_ms": variant.p50, "p99_ms": variant.p99,
               "checkpoint_sha256": source["checkpoint_sha256"], "state_noise": cfg.state_noise}
     with (cfg.out_dir / EVALUATIONS_LOG).open("a") as log:
         log.write(json.dumps(record) + "\n")
@@ -232,12 +231,13 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
             # how many calls were timed (it did, and the same checkpoints scored differently)
             noise = engine.noise()
             latency = _latency(lambda engine=engine, state=state, noise=noise: engine.act(state, noise=noise), calls)
-            evaluation = evaluate(engine, task, range(EVAL_SEED, EVAL_SEED + cfg.eval_episodes),
-                                  step_hz=float(engine.step_hz), progress=bar(f"{task}: eval {label}"))
+            seeds = range(EVAL_SEED, EVAL_SEED + cfg.eval_episodes)
+            evaluation = evaluate(engine, task, seeds, step_hz=float(engine.step_hz),
+                                  progress=bar(f"{task}: eval {label}"))
             variant = VariantResult(task, label, int(engine.sidecar["nfe"]), evaluation.successes,
                                     len(evaluation.episodes), latency)
             variants.append(variant)
-            _log_evaluation(cfg, variant, model)
+            _log_evaluation(cfg, variant, seeds, engine.sidecar["source"])  # the sidecar the engine read
     # in a fresh process, as the policy node runs: after the evaluations above, this process timed the same
     # graphs a third slower (p50 2.96 against 2.2 ms for the float head)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
