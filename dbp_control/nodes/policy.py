@@ -27,11 +27,11 @@ import torch
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.data.bags import joint_trajectory_msg, poses_of, stamp_ns_of, typestore
 from dbp_control.core.inference.engine import LiveConfig, PolicyEngine, check_live_config
-from dbp_control.core.inference.loop import InferenceLoop, frame_features
+from dbp_control.core.inference.loop import InferenceLoop, rgb_features
 from dbp_control.core.latency import LatencyWindow
 from dbp_control.core.layout import CAMERAS, SIDES, joint_names
 from dbp_control.core.observation.assembler import Observation, ObservationAssembler
-from dbp_control.core.observation.images import ImageError
+from dbp_control.core.observation.images import ImageError, decode_image
 from dbp_control.core.observation.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
 from dbp_control.core.paths import MODELS_DIR
 from dbp_control.middleware.port import Node
@@ -80,7 +80,7 @@ class ObservationNode:
         self.assembler = ObservationAssembler(engine.cameras, queue_size=p["queue_size"], slop_s=p["slop_s"],
                                               max_age_s=p["max_age_s"])  # frames arrive already encoded
         self.lock = threading.Lock()  # the assembler is shared by this executor, the frame worker and inference
-        self._frames: dict[str, Any] = {}
+        self._frames: dict[str, tuple[int, np.ndarray]] = {}  # each camera's newest frame: stamp, RGB
         self._frames_ready = threading.Condition()
         self.dropped_frames = 0
         self.rejected_images = 0
@@ -120,9 +120,18 @@ class ObservationNode:
                                             self.node.now_ns())
 
     def on_image(self, camera: str, msg: Any) -> None:
+        # checked on arrival (cheap: no copy), so a bad frame is always counted and never displaces a good one
+        # still waiting for the worker, which keeps only each camera's newest frame
+        try:
+            rgb = decode_image(msg)
+        except ImageError as exc:
+            with self._frames_ready:
+                self.rejected_images += 1
+            self.node.logger.warning("rejected %s image: %s", camera, exc)
+            return
         with self._frames_ready:
             self.dropped_frames += camera in self._frames
-            self._frames[camera] = msg
+            self._frames[camera] = (stamp_ns_of(msg), rgb)
             self._frames_ready.notify()
 
     def _encode_frames(self) -> None:
@@ -134,15 +143,10 @@ class ObservationNode:
                 if self._stopping:
                     return
                 frames, self._frames = self._frames, {}
-            for camera, msg in frames.items():
-                try:
-                    features = frame_features(self.engine, camera, msg)
-                except ImageError as exc:
-                    self.rejected_images += 1
-                    self.node.logger.warning("rejected %s image: %s", camera, exc)
-                    continue
+            for camera, (stamp_ns, rgb) in frames.items():
+                features = rgb_features(self.engine, camera, rgb)
                 with self.lock:
-                    self.assembler.push_image(camera, stamp_ns_of(msg), features, self.node.now_ns())
+                    self.assembler.push_image(camera, stamp_ns, features, self.node.now_ns())
 
     def stop_frame_worker(self) -> None:
         """Let the frame worker finish its frame and end (a thread left inside ONNX Runtime at exit aborts)."""

@@ -1,7 +1,7 @@
 """The inference node's logic, without ROS: observations in at the control rate, action chunks out.
 
-Image features are computed once per camera frame (`frame_features`: the observation node calls it on a
-worker thread as frames arrive) and reused by every control tick until the next frame, so the control rate does
+Image features are computed once per camera frame (`rgb_features`: the observation node decodes each frame as
+it arrives and encodes it on a worker thread) and reused by every control tick until the next frame, so the control rate does
 not depend on the cameras. Each chunk carries the stamp of the observation it answers.
 
 The noise z is held for `n_action_steps` chunk steps (the span the policy executes per chunk when it
@@ -30,10 +30,14 @@ class Chunk:
     step_s: float  # time between chunk steps
 
 
+def rgb_features(engine: PolicyEngine, camera: str, rgb: np.ndarray) -> np.ndarray:
+    """A decoded uint8 [H, W, 3] RGB frame -> the camera's features (resized as in the dataset, encoded)."""
+    return engine.encode(camera, np.ascontiguousarray(resize_rgb(rgb, engine.image_size(camera))))
+
+
 def frame_features(engine: PolicyEngine, camera: str, msg: Any) -> np.ndarray:
     """sensor_msgs/Image -> the camera's features (decode, resize as in the dataset, encode)."""
-    frame = resize_rgb(decode_image(msg), engine.image_size(camera))
-    return engine.encode(camera, np.ascontiguousarray(frame))
+    return rgb_features(engine, camera, decode_image(msg))
 
 
 class InferenceLoop:
