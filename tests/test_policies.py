@@ -9,7 +9,7 @@ from dbp_control.core.policies import (
     config_from_dict,
     make_policy,
 )
-from dbp_control.core.policies.diffusion.scheduler import NoiseScheduler
+from dbp_control.core.policies.diffusion.scheduler import NoiseScheduler, denoise_step
 from dbp_control.core.policies.normalizer import MinMaxNormalizer
 
 SHAPE = dict(state_dim=4, action_dim=2, horizon=8, n_obs_steps=2, n_action_steps=4, down_dims=(16, 32))
@@ -78,10 +78,21 @@ def test_scheduler_timesteps_and_noise():
     assert sched.timesteps(100)[0] == 99
     assert float(sched.alphas_cumprod[0]) > 0.99 and float(sched.alphas_cumprod[-1]) < 1e-3
     x0 = torch.ones(4, 8, 2) * 0.5
-    # DDIM with the true noise recovers the clean sample in one jump
+    # DDIM given the true noise lands exactly on the forward process at the next time step (50 -> 40 of 10
+    # steps), and its last step (t = 0) on the clean sample
     noise = torch.randn_like(x0)
+    table = sched.sampler_table("ddim", 10).float()
+    assert table[4, 0] == 50 and table[-1, 0] == 0
     xt = sched.add_noise(x0, noise, torch.full((4,), 50))
-    torch.testing.assert_close(sched.ddim_step(noise, 50, -1, xt), x0, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(denoise_step(xt, noise, table[4], None), sched.add_noise(x0, noise, torch.full((4,), 40)),
+                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(denoise_step(sched.add_noise(x0, noise, torch.zeros(4, dtype=torch.long)), noise,
+                                            table[-1], None), x0, rtol=1e-4, atol=1e-4)
+    # DDPM adds noise at every step but the last
+    ddpm = sched.sampler_table("ddpm", 100)
+    assert ddpm.shape == (100, 6) and (ddpm[:-1, 5] > 0).all() and ddpm[-1, 5] == 0
+    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
+        sched.sampler_table("euler", 10)
 
 
 def test_normalizer_round_trip_and_range():

@@ -57,6 +57,8 @@ def state_checkpoint(tmp_path_factory):
 def parity(model_dir, checkpoint, images=None):
     engine = PolicyEngine(model_dir)
     policy = load_policy(checkpoint)
+    if engine.sidecar["sampler"]:  # as the export sampled
+        policy.use_sampler(engine.sidecar["sampler"], engine.sidecar["nfe"])
     c = policy.config
     rng = np.random.default_rng(1)
     state = rng.normal(size=(c.n_obs_steps, c.state_dim)).astype(np.float32)
@@ -360,6 +362,23 @@ def test_an_int8_head_is_refused_for_a_u_net_without_wide_convolutions(state_che
     assert not (tmp_path / "m").exists()  # refused before anything was written
 
 
+def test_an_int8_head_is_refused_for_diffusion_whose_step_runs_in_a_loop(tmp_path):
+    dataset = make_dataset(tmp_path / "ds.zarr")
+    recipe = TrainRecipe(method="diffusion", **{**TINY, "down_dims": (16, 256)})  # wide enough to quantise
+    train_on_dataset(dataset, recipe, tmp_path / "train", progress=False)
+    with pytest.raises(ExportError, match="an int8 head is for one-step policies"):
+        export_policy(tmp_path / "train" / "checkpoint.pt", tmp_path / "m", sampler="ddim", inference_steps=3,
+                      int8_head=True)
+    assert not (tmp_path / "m").exists()
+    # the quantiser itself would leave the loop's MatMuls float: it is checked, not trusted
+    from dbp_control.core.export.quantize import quantize_head
+
+    export_policy(tmp_path / "train" / "checkpoint.pt", tmp_path / "m", sampler="ddim", inference_steps=3)
+    with pytest.raises(ValueError, match=r"quantiser left \d+ MatMuls float \(the head gave it \d+\)"):
+        quantize_head(tmp_path / "m" / "head.onnx", tmp_path / "head_int8.onnx", [])
+    assert not (tmp_path / "head_int8.onnx").exists()
+
+
 def test_int8_encoder_export_refuses_what_it_cannot_calibrate(state_checkpoint, tmp_path):
     with pytest.raises(ExportError, match="int8 encoders need an image policy"):
         export_policy(state_checkpoint, tmp_path / "state", int8_encoders=True)
@@ -377,7 +396,7 @@ def test_int8_encoder_export_refuses_what_it_cannot_calibrate(state_checkpoint, 
     assert not any((tmp_path / name).exists() for name in "abc")  # nothing written before the refusal
 
 
-def test_diffusion_exports_unroll_ddim_and_ddpm_with_caller_noise(tmp_path):
+def test_diffusion_exports_ddim_and_ddpm_with_caller_noise(tmp_path):
     dataset = make_dataset(tmp_path / "ds.zarr")
     train_on_dataset(dataset, TrainRecipe(method="diffusion", **TINY), tmp_path / "train", progress=False)
     checkpoint = tmp_path / "train" / "checkpoint.pt"
@@ -393,6 +412,33 @@ def test_diffusion_exports_unroll_ddim_and_ddpm_with_caller_noise(tmp_path):
     export_policy(checkpoint, tmp_path / "ddpm", sampler="ddpm")
     diff, engine = parity(tmp_path / "ddpm", checkpoint)
     assert diff < 1e-4 and engine.sidecar["nfe"] == 100 and engine.z_steps_shape == (99, 1, 8, 14)
+
+
+def test_a_diffusion_image_policy_runs_its_sampler_as_one_onnx_loop(tmp_path):
+    """The sampler's step is traced once, as the body of an ONNX Loop: 3 steps or 100, the same graph, and
+    both the split graphs and policy.onnx (encoders and head in one) agree with torch."""
+    import onnx
+    import onnxruntime as ort
+
+    dataset = make_dataset(tmp_path / "img.zarr", cameras=CAMERAS, objects=False)
+    train_on_dataset(dataset, TrainRecipe(method="diffusion", obs="image", **TINY), tmp_path / "train", progress=False)
+    checkpoint = tmp_path / "train" / "checkpoint.pt"
+    images = {cam: np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8) for cam in CAMERAS}
+    state = np.random.default_rng(1).normal(size=(2, 14)).astype(np.float32)
+    bodies = []
+    for sampler, steps in (("ddim", 3), ("ddpm", 100)):
+        export_policy(checkpoint, tmp_path / sampler, sampler=sampler, inference_steps=steps)
+        diff, engine = parity(tmp_path / sampler, checkpoint, images)
+        assert diff < 1e-4 and engine.sidecar["nfe"] == steps
+        noise = engine.noise()
+        full = ort.InferenceSession(str(tmp_path / sampler / "policy.onnx"), providers=["CPUExecutionProvider"])
+        (chunk,) = full.run(None, {"state": state[None], **noise, **{f"image_{cam}": frames[None]
+                                                                    for cam, frames in images.items()}})
+        assert np.abs(chunk[0] - engine.predict(state, images, noise)).max() < 1e-4
+        for name in ("head.onnx", "policy.onnx"):
+            (loop,) = [n for n in onnx.load(str(tmp_path / sampler / name)).graph.node if n.op_type == "Loop"]
+            bodies.append(len(loop.attribute[0].g.node))
+    assert len(set(bodies)) == 1, bodies
 
 
 def test_samplers_are_for_diffusion_only(state_checkpoint, tmp_path):

@@ -12,13 +12,15 @@ units:
   runtimes; the engine runs the split pair so each camera frame is encoded once.
 - optionally `encoder_<camera>_int8.onnx`: the encoder quantised to INT8 for CPU robots, with its
   measured output error in the sidecar (`dbp_control.core.export.quantize`).
-Iterative samplers (DDIM, DDPM) are unrolled inside the head: one call gives one chunk.
+Iterative samplers (DDIM, DDPM) run inside the head as an ONNX Loop over one traced step: one call gives
+one chunk.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +38,7 @@ from dbp_control.core.export.quantize import CALIBRATION_FRAMES, quantize_encode
 from dbp_control.core.layout import SIDES, joint_names
 from dbp_control.core.policies import Policy
 from dbp_control.core.policies.diffusion.modeling import DiffusionPolicy
+from dbp_control.core.policies.diffusion.scheduler import denoise_step
 from dbp_control.core.training.checkpoint import load_policy, read_checkpoint
 
 SIDECAR = "policy.yaml"
@@ -43,6 +46,8 @@ SIDECAR_FORMAT = "dbp_control.policy"
 SIDECAR_VERSION = 2  # 2: encoders give FiLM conditions, not features (1 is read for state-only policies)
 OPSET = 17
 HEAD_TEST_INPUTS = 16  # inputs on which an INT8 head's error against the float head is measured
+SAMPLER_DOMAIN, SAMPLER_OP = "dbp_control", "SamplerLoop"  # the head's placeholder for the sampler while traced
+SAMPLER_INPUTS = ("x", "cond", "offset", "table", "noise")  # SamplerLoop.forward's, in order
 
 
 class ExportError(ValueError):
@@ -83,22 +88,86 @@ class EncoderGraph(nn.Module):
         return film_terms(self.encoder(image.permute(0, 3, 1, 2).float() / 255.0), self.projection)
 
 
+class SamplerStep(nn.Module):
+    """One step of an iterative sampler: the U-Net's noise prediction and the update with the step's
+    `sampler_table` row, traced once to become the body of the head's ONNX Loop."""
+
+    def __init__(self, policy: DiffusionPolicy, film_offset: bool) -> None:
+        super().__init__()
+        self.net = policy.net
+        self.film_offset = film_offset
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, offset: torch.Tensor, row: torch.Tensor,
+                noise: torch.Tensor) -> torch.Tensor:
+        eps = self.net(x, cond, row[:1], film_offset=offset if self.film_offset else None)
+        return denoise_step(x, eps, row, noise)
+
+
+class SamplerLoop(nn.Module):
+    """All the sampler's steps as one loop (scripted: the export writes an ONNX Loop around the traced step,
+    so the graph and the time to export it do not grow with the number of steps)."""
+
+    def __init__(self, step: torch.jit.ScriptModule) -> None:
+        super().__init__()
+        self.step = step
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, offset: torch.Tensor, table: torch.Tensor,
+                noise: torch.Tensor) -> torch.Tensor:
+        for i in range(table.size(0)):
+            x = self.step(x, cond, offset, table[i], noise[i])
+        return x
+
+
+class _SamplerPlaceholder(torch.autograd.Function):
+    """Stands for the scripted sampler loop while the head is traced (a traced module cannot call a scripted
+    one); `export_graph` puts the loop's own ONNX graph in its place."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, cond: torch.Tensor, offset: torch.Tensor, table: torch.Tensor,
+                noise: torch.Tensor, sampler: torch.jit.ScriptModule) -> torch.Tensor:
+        return x.clone()  # only traced: the output's shape is all that counts
+
+    @staticmethod
+    def symbolic(g: Any, x: Any, cond: Any, offset: Any, table: Any, noise: Any, sampler: Any) -> Any:
+        out = g.op(f"{SAMPLER_DOMAIN}::{SAMPLER_OP}", x, cond, offset, table, noise)
+        out.setType(x.type())
+        return out
+
+
 class HeadGraph(nn.Module):
     """State, noise and the cameras' FiLM terms -> the chunk, as `Policy.predict_chunk` computes it."""
 
-    def __init__(self, head_policy: Policy) -> None:
+    def __init__(self, head_policy: Policy, film_width: int) -> None:
         super().__init__()
         self.policy = head_policy
         self.ddpm = isinstance(head_policy, DiffusionPolicy) and head_policy.config.sampler == "ddpm"
+        self.sampler: torch.jit.ScriptModule | None = None
+        if isinstance(head_policy, DiffusionPolicy):
+            c = head_policy.config
+            self.register_buffer("table", head_policy.sampler_table().float())
+            example = (torch.zeros(1, c.horizon, c.action_dim), torch.zeros(1, c.n_obs_steps * c.state_dim),
+                       torch.zeros(1, film_width), self.table[0], torch.zeros(1, c.horizon, c.action_dim))
+            # the tracer's notes on the U-Net's shape checks, and TorchScript's deprecation
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                step = torch.jit.trace(SamplerStep(head_policy, film_width > 0).eval(), example)
+                self.sampler = torch.jit.script(SamplerLoop(step))
+            self.sampler_example = (example[0], example[1], example[2], self.table, self.table.new_zeros(
+                len(self.table), 1, c.horizon, c.action_dim))
 
     def forward(self, state: torch.Tensor, z: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         z_steps, conditions = (rest[0], rest[1:]) if self.ddpm else (None, rest)
         cond = self.policy.state_normalizer.normalize(state).flatten(1)
         offset = torch.stack(conditions).sum(dim=(0, 2)) if conditions else None  # over cameras and steps
-        if self.ddpm:
-            chunk = self.policy.sample_normalized(cond, z, None, step_noise=z_steps, film_offset=offset)
-        else:
+        if self.sampler is None:
             chunk = self.policy.sample_normalized(cond, z, None, film_offset=offset)
+        else:
+            # DDPM's noise for every step but the last, which adds none; DDIM adds none at all
+            last = torch.zeros_like(z)[None]
+            noise = torch.cat([z_steps, last]) if z_steps is not None else last.expand(len(self.table), -1, -1, -1)
+            args = (z, cond, offset if offset is not None else z.new_zeros(1, 0), self.table, noise)
+            # a traced module cannot call a scripted one: the trace records a placeholder for the loop's graph
+            chunk = _SamplerPlaceholder.apply(*args, self.sampler) if torch.jit.is_tracing() else self.sampler(*args)
         return self.policy.action_normalizer.unnormalize(chunk)
 
 
@@ -110,8 +179,8 @@ class PolicyGraphs:
         self.encoders = {cam: EncoderGraph(policy, cam, factored.projections[cam]).eval()
                          for cam in policy.config.cameras}
         rewrite_convolutions(factored.head_policy.net)  # the head's own copy
-        self.head = HeadGraph(factored.head_policy).eval()
-        self.film_width = factored.film_width
+        self.film_width = factored.film_width if policy.config.cameras else 0
+        self.head = HeadGraph(factored.head_policy, self.film_width).eval()
 
 
 class FullGraph(nn.Module):
@@ -129,10 +198,65 @@ class FullGraph(nn.Module):
 
 
 def export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], names: list[str], path: Path) -> None:
+    head = getattr(module, "head", module)
+    sampler = head.sampler if isinstance(head, HeadGraph) else None
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no onnxscript
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(path), input_names=names, output_names=[_output_name(module)],
-                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+                          opset_version=OPSET, dynamo=False, do_constant_folding=True,
+                          custom_opsets={SAMPLER_DOMAIN: 1} if sampler is not None else None)
+    if sampler is not None:
+        _inline_sampler(path, sampler, head.sampler_example)
+
+
+def _inline_sampler(path: Path, sampler: torch.jit.ScriptModule, example: tuple[torch.Tensor, ...]) -> None:
+    """Replace the graph's sampler placeholder with the scripted sampler's own graph (its ONNX Loop)."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path))
+    with tempfile.TemporaryDirectory() as tmp:
+        loop_path = Path(tmp) / "sampler.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(sampler, example, str(loop_path), input_names=list(SAMPLER_INPUTS),
+                              output_names=["x_out"], opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        loop = onnx.load(str(loop_path)).graph
+    prefix = "sampler/"
+    _prefix_names(loop, prefix)
+    nodes = list(model.graph.node)
+    (at,) = [i for i, node in enumerate(nodes) if node.domain == SAMPLER_DOMAIN]
+    placeholder = nodes[at]
+    used = {value.name for value in loop.input}  # the exporter drops inputs the loop does not read
+    wiring_in = [helper.make_node("Identity", [outer], [prefix + name])
+                 for outer, name in zip(placeholder.input, SAMPLER_INPUTS) if prefix + name in used]
+    wiring_out = helper.make_node("Identity", [loop.output[0].name], [placeholder.output[0]])
+    model.graph.ClearField("node")
+    model.graph.node.extend([*nodes[:at], *wiring_in, *loop.node, wiring_out, *nodes[at + 1:]])
+    model.graph.initializer.extend(loop.initializer)
+    model.graph.value_info.extend(loop.value_info)
+    domains = [entry for entry in model.opset_import if entry.domain != SAMPLER_DOMAIN]
+    model.ClearField("opset_import")
+    model.opset_import.extend(domains)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _prefix_names(graph: Any, prefix: str) -> None:
+    """Prefix every value and node name of `graph` and its subgraphs (all of its references are to its own names)."""
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        value.name = prefix + value.name
+    for tensor in graph.initializer:
+        tensor.name = prefix + tensor.name
+    for node in graph.node:
+        node.name = prefix + node.name
+        node.input[:] = [prefix + name if name else name for name in node.input]
+        node.output[:] = [prefix + name if name else name for name in node.output]
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                _prefix_names(attribute.g, prefix)
+            for subgraph in attribute.graphs:
+                _prefix_names(subgraph, prefix)
 
 
 def _calibration_frames(policy: Policy, metadata: dict[str, Any],
@@ -205,6 +329,9 @@ def export_policy(checkpoint: Path, out_dir: Path, *, overwrite: bool = False, s
         raise ExportError(f"{out_dir} already holds an exported policy; pass overwrite to replace it")
     policy = load_policy(checkpoint).float()
     calibration_frames = _calibration_frames(policy, metadata, calibration) if int8_encoders else {}
+    if int8_head and isinstance(policy, DiffusionPolicy):
+        raise ExportError("an int8 head is for one-step policies (DBP, BC): a diffusion head runs its sampler's "
+                          "step inside an ONNX Loop, which ONNX Runtime's quantiser leaves float")
     if int8_head and not any(rewritable(m) for m in policy.net.modules()):
         raise ExportError(f"an int8 head quantises the convolutions of {MIN_IN_CHANNELS} channels or more; this "
                           f"policy's U-Net is at most {max(policy.net.cfg.down_dims)} channels wide")
@@ -275,7 +402,7 @@ def export_policy(checkpoint: Path, out_dir: Path, *, overwrite: bool = False, s
         "cameras": {cam: {"height": height, "width": width, "topic": layout["cameras"][cam]["topic"]}
                     for cam in c.cameras},
         "feature_dim": c.image_feature_dim if c.cameras else 0,
-        "condition_dim": graphs.film_width if c.cameras else 0,  # W: an encoder's FiLM term per step
+        "condition_dim": graphs.film_width,  # W: an encoder's FiLM term per step
         "normalizer": {
             "state": {"scale": policy.state_normalizer.scale.tolist(), "offset": policy.state_normalizer.offset.tolist()},
             "action": {"scale": policy.action_normalizer.scale.tolist(), "offset": policy.action_normalizer.offset.tolist()},

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from dbp_control.core.policies.base import Policy, PolicyConfig, register_policy
-from dbp_control.core.policies.diffusion.scheduler import NoiseScheduler
+from dbp_control.core.policies.diffusion.scheduler import NoiseScheduler, denoise_step
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -64,11 +64,16 @@ class DiffusionPolicy(Policy):
                           film_offset: torch.Tensor | None = None) -> torch.Tensor:
         """`step_noise` [steps - 1, B, T, D]: the DDPM sampler's per-step noise, when the caller supplies it."""
         x = noise
-        steps = self.scheduler.timesteps(self.config.num_inference_steps)
-        for i, t in enumerate(steps):
-            eps = self.net(x, cond, torch.tensor([t], device=x.device), film_offset=film_offset)
-            if self.config.sampler == "ddpm":
-                x = self.scheduler.ddpm_step(eps, t, x, generator, None if step_noise is None or t == 0 else step_noise[i])
-            else:
-                x = self.scheduler.ddim_step(eps, t, steps[i + 1] if i + 1 < len(steps) else -1, x)
+        table = self.sampler_table().to(device=x.device, dtype=x.dtype)
+        for i, row in enumerate(table):
+            eps = self.net(x, cond, row[:1], film_offset=film_offset)
+            step_noise_i = None
+            if self.config.sampler == "ddpm" and i < len(table) - 1:  # the last step (t = 0) adds none
+                step_noise_i = (torch.randn(x.shape, generator=generator, device=x.device) if step_noise is None
+                                else step_noise[i])
+            x = denoise_step(x, eps, row, step_noise_i)
         return x
+
+    def sampler_table(self) -> torch.Tensor:
+        """The configured sampler's steps, one `NoiseScheduler.sampler_table` row each (float64)."""
+        return self.scheduler.sampler_table(self.config.sampler, self.config.num_inference_steps)

@@ -37,29 +37,36 @@ class NoiseScheduler:
         ratio = self.num_train_timesteps // num_inference_steps
         return [i * ratio for i in reversed(range(num_inference_steps))]
 
-    def _x0(self, x_t: torch.Tensor, eps: torch.Tensor, ab_t: float) -> torch.Tensor:
-        return ((x_t - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)).clamp(-1, 1)
+    def sampler_table(self, sampler: str, num_inference_steps: int) -> torch.Tensor:
+        """[K, 6] float64, one row per sampling step, in order: (t, sqrt(ab_t), sqrt(1 - ab_t), c_x0, c_xt,
+        sigma), so that every step of either sampler is `denoise_step` with its row. DDPM: the ancestral step
+        t -> t-1 (posterior mean, its fixed small variance; none at t = 0). DDIM: the deterministic (eta = 0)
+        step t -> t_prev, written over the clipped x0 and x_t."""
+        steps = self.timesteps(num_inference_steps)
+        rows = []
+        for i, t in enumerate(steps):
+            ab_t = float(self.alphas_cumprod[t])
+            if sampler == "ddpm":
+                ab_prev = float(self.alphas_cumprod[t - 1]) if t > 0 else 1.0
+                beta_t = 1 - ab_t / ab_prev
+                c_x0 = math.sqrt(ab_prev) * beta_t / (1 - ab_t)
+                c_xt = math.sqrt(1 - beta_t) * (1 - ab_prev) / (1 - ab_t)
+                sigma = math.sqrt(beta_t * (1 - ab_prev) / (1 - ab_t)) if t > 0 else 0.0
+            elif sampler == "ddim":
+                ab_prev = float(self.alphas_cumprod[steps[i + 1]]) if i + 1 < len(steps) else 1.0
+                # sqrt(ab_prev) x0 + sqrt(1 - ab_prev) eps, with eps = (x_t - sqrt(ab_t) x0) / sqrt(1 - ab_t)
+                c_xt = math.sqrt(1 - ab_prev) / math.sqrt(1 - ab_t)
+                c_x0 = math.sqrt(ab_prev) - c_xt * math.sqrt(ab_t)
+                sigma = 0.0
+            else:
+                raise ValueError(f"unknown sampler {sampler!r}; known: ddpm, ddim")
+            rows.append((t, math.sqrt(ab_t), math.sqrt(1 - ab_t), c_x0, c_xt, sigma))
+        return torch.tensor(rows, dtype=torch.float64)
 
-    def ddpm_step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, generator: torch.Generator | None,
-                  noise: torch.Tensor | None = None) -> torch.Tensor:
-        """One ancestral step t -> t-1 (posterior mean + fixed small variance); `noise` (standard normal,
-        shaped like x_t) instead of drawing it lets the caller control sampling."""
-        ab_t = float(self.alphas_cumprod[t])
-        ab_prev = float(self.alphas_cumprod[t - 1]) if t > 0 else 1.0
-        beta_t = 1 - ab_t / ab_prev
-        x0 = self._x0(x_t, eps, ab_t)
-        mean = (math.sqrt(ab_prev) * beta_t / (1 - ab_t)) * x0 + (math.sqrt(1 - beta_t) * (1 - ab_prev) / (1 - ab_t)) * x_t
-        if t == 0:
-            return mean
-        var = beta_t * (1 - ab_prev) / (1 - ab_t)
-        if noise is None:
-            noise = torch.randn(x_t.shape, generator=generator, device=x_t.device)
-        return mean + math.sqrt(var) * noise
 
-    def ddim_step(self, eps: torch.Tensor, t: int, t_prev: int, x_t: torch.Tensor) -> torch.Tensor:
-        """One deterministic (eta = 0) step t -> t_prev (t_prev < 0 means the clean sample)."""
-        ab_t = float(self.alphas_cumprod[t])
-        ab_prev = float(self.alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
-        x0 = self._x0(x_t, eps, ab_t)
-        eps = (x_t - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)  # consistent with the clipped x0
-        return math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev) * eps
+def denoise_step(x_t: torch.Tensor, eps: torch.Tensor, row: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+    """One sampling step with its `sampler_table` row: c_x0 * x0 + c_xt * x_t (+ sigma * noise), where x0 is
+    the clean sample the predicted noise implies, clipped to the normalised range."""
+    x0 = ((x_t - row[2] * eps) / row[1]).clamp(-1, 1)
+    x = row[3] * x0 + row[4] * x_t
+    return x if noise is None else x + row[5] * noise
