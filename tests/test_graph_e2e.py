@@ -164,7 +164,7 @@ def image_model(tmp_path_factory):
 def test_images_of_the_wrong_encoding_or_size_are_rejected_and_the_loop_goes_on(image_model, precision):
     """An image policy (three cameras, exported untrained) with the simulated robot's joint states and frames
     streamed by this test at 10 Hz; head frames of another encoding, or with too little data, are rejected
-    with the reason, and chunks keep coming. With the float graphs, and with the INT8 encoders and head."""
+    (and counted) as they arrive, and chunks keep coming. With the float graphs, and with the INT8 encoders and head."""
     import queue
 
     from dbp_control.core.data.bags import image_msg
@@ -197,10 +197,16 @@ def test_images_of_the_wrong_encoding_or_size_are_rejected_and_the_loop_goes_on(
             assert graph.latest["observation"]["rejected_images"] == 0
             assert graph.latest["policy"]["encoder_precision"] == graph.latest["policy"]["head_precision"] == precision
             ticks = graph.latest["policy"]["ticks"]
-            bad_frames.put(lambda msg: setattr(msg, "encoding", "16UC1"))
-            bad_frames.put(lambda msg: setattr(msg, "data", msg.data[:100]))
-            assert wait_for(lambda: graph.latest["observation"]["rejected_images"] == 2, 10), \
-                json.dumps(graph.latest["observation"])
+            for spoil in (lambda msg: setattr(msg, "encoding", "16UC1"),
+                          lambda msg: setattr(msg, "data", msg.data[:100])):
+                # images are best-effort sensor data, which a busy machine may drop on the way (ROS does too):
+                # a bad frame is sent again until one arrives, and each that arrives is counted
+                rejected = graph.latest["observation"]["rejected_images"]
+                for _ in range(5):
+                    bad_frames.put(spoil)
+                    if wait_for(lambda: graph.latest["observation"]["rejected_images"] > rejected, 3):
+                        break
+                assert graph.latest["observation"]["rejected_images"] > rejected, json.dumps(graph.latest["observation"])
             assert wait_for(lambda: graph.latest["policy"]["ticks"] > ticks + 50, 10), graph.latest["policy"]
             graph.check_alive()
         finally:

@@ -74,6 +74,17 @@ def frame(value: int, stamp_ns: int) -> Any:
     return image_msg("humble", stamp_ns, CHANNELS["head_image"].frame_id, np.full((48, 64, 3), value, np.uint8))
 
 
+def encode_waiting_frames(observation: ObservationNode, node: StubNode, engine: StubEngine) -> None:
+    """Start the frame worker, wait until it has encoded something, and stop it."""
+    observation.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not engine.encoded and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        node.shutdown()
+
+
 def test_bad_frames_are_rejected_on_arrival_and_never_displace_a_waiting_good_one():
     node, engine = StubNode(), StubEngine()
     observation = ObservationNode(node, engine)  # type: ignore[arg-type]
@@ -88,13 +99,7 @@ def test_bad_frames_are_rejected_on_arrival_and_never_displace_a_waiting_good_on
     status = observation.status()
     assert (status["rejected_images"], status["dropped_frames"]) == (2, 0), status
 
-    observation.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not engine.encoded and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        node.shutdown()
+    encode_waiting_frames(observation, node, engine)
     assert engine.encoded == [("head", 7)]
     assert observation.assembler.stats.inputs["head"].received == 1, observation.status()["inputs"]
 
@@ -106,11 +111,5 @@ def test_a_newer_good_frame_replaces_one_the_worker_has_not_taken():
     deliver(frame(7, 1))
     deliver(frame(9, 2))
     assert observation.status()["dropped_frames"] == 1
-    observation.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not engine.encoded and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        node.shutdown()
+    encode_waiting_frames(observation, node, engine)
     assert engine.encoded == [("head", 9)]
