@@ -548,7 +548,8 @@ def test_cli_train_export_eval(tmp_path):
 
 def test_inference_loop_reuses_per_frame_features_and_matches_a_direct_prediction(tmp_path):
     from dbp_control.core.data.bags import image_msg
-    from dbp_control.core.inference.loop import InferenceLoop, frame_features
+    from dbp_control.core.inference.loop import InferenceLoop, rgb_features
+    from dbp_control.core.observation.images import decode_image
     from dbp_control.core.observation.assembler import ObservationAssembler
     from dbp_control.core.observation.images import resize_rgb
 
@@ -560,7 +561,8 @@ def test_inference_loop_reuses_per_frame_features_and_matches_a_direct_predictio
     loop.engine.noise = lambda: noise  # the loop draws (and then holds) its noise from here
     encoded = []
     assembler = ObservationAssembler(CAMERAS, queue_size=10, slop_s=0.025,
-                                     convert=lambda cam, msg: encoded.append(cam) or frame_features(loop.engine, cam, msg))
+                                     convert=lambda cam, msg: encoded.append(cam)
+                                     or rgb_features(loop.engine, cam, decode_image(msg)))
     rng = np.random.default_rng(4)
     frames = {cam: rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for cam in CAMERAS}
     ms = 1_000_000

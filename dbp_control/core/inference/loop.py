@@ -14,13 +14,12 @@ plan and still reacts to what the robot sees.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from dbp_control.core.inference.engine import PolicyEngine
 from dbp_control.core.observation.assembler import Observation, ObservationHistory
-from dbp_control.core.observation.images import decode_image, resize_rgb
+from dbp_control.core.observation.images import resize_rgb
 
 
 @dataclass(frozen=True)
@@ -33,11 +32,6 @@ class Chunk:
 def rgb_features(engine: PolicyEngine, camera: str, rgb: np.ndarray) -> np.ndarray:
     """A decoded uint8 [H, W, 3] RGB frame -> the camera's features (resized as in the dataset, encoded)."""
     return engine.encode(camera, np.ascontiguousarray(resize_rgb(rgb, engine.image_size(camera))))
-
-
-def frame_features(engine: PolicyEngine, camera: str, msg: Any) -> np.ndarray:
-    """sensor_msgs/Image -> the camera's features (decode, resize as in the dataset, encode)."""
-    return rgb_features(engine, camera, decode_image(msg))
 
 
 class InferenceLoop:
