@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import tempfile
+import io
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -145,15 +145,17 @@ class HeadGraph(nn.Module):
         if isinstance(head_policy, DiffusionPolicy):
             c = head_policy.config
             self.register_buffer("table", head_policy.sampler_table().float())
-            example = (torch.zeros(1, c.horizon, c.action_dim), torch.zeros(1, c.n_obs_steps * c.state_dim),
-                       torch.zeros(1, film_width), self.table[0], torch.zeros(1, c.horizon, c.action_dim))
+            # SamplerLoop's inputs: x, cond, offset, table, noise (one row of the last two per step)
+            self.sampler_example = (torch.zeros(1, c.horizon, c.action_dim),
+                                    torch.zeros(1, c.n_obs_steps * c.state_dim), torch.zeros(1, film_width),
+                                    self.table, torch.zeros(len(self.table), 1, c.horizon, c.action_dim))
+            x, cond, offset, table, noise = self.sampler_example
             # the tracer's notes on the U-Net's shape checks, and TorchScript's deprecation
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                step = torch.jit.trace(SamplerStep(head_policy, film_width > 0).eval(), example)
+                step = torch.jit.trace(SamplerStep(head_policy, film_width > 0).eval(),
+                                       (x, cond, offset, table[0], noise[0]))
                 self.sampler = torch.jit.script(SamplerLoop(step))
-            self.sampler_example = (example[0], example[1], example[2], self.table, self.table.new_zeros(
-                len(self.table), 1, c.horizon, c.action_dim))
 
     def forward(self, state: torch.Tensor, z: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         z_steps, conditions = (rest[0], rest[1:]) if self.ddpm else (None, rest)
@@ -200,28 +202,32 @@ class FullGraph(nn.Module):
 def export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], names: list[str], path: Path) -> None:
     head = getattr(module, "head", module)
     sampler = head.sampler if isinstance(head, HeadGraph) else None
+    if sampler is None:
+        _torch_export(module, args, str(path), names, [_output_name(module)])
+        return
+    graph = io.BytesIO()  # the placeholder's graph is finished in memory and written once
+    _torch_export(module, args, graph, names, [_output_name(module)], custom_opsets={SAMPLER_DOMAIN: 1})
+    loop = io.BytesIO()
+    _torch_export(sampler, head.sampler_example, loop, list(SAMPLER_INPUTS), ["x_out"])
+    _inline_sampler(graph.getvalue(), loop.getvalue(), path)
+
+
+def _torch_export(module: nn.Module, args: tuple[torch.Tensor, ...], f: str | io.BytesIO, input_names: list[str],
+                  output_names: list[str], **options: Any) -> None:
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no onnxscript
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), input_names=names, output_names=[_output_name(module)],
-                          opset_version=OPSET, dynamo=False, do_constant_folding=True,
-                          custom_opsets={SAMPLER_DOMAIN: 1} if sampler is not None else None)
-    if sampler is not None:
-        _inline_sampler(path, sampler, head.sampler_example)
+        torch.onnx.export(module, args, f, input_names=input_names, output_names=output_names,
+                          opset_version=OPSET, dynamo=False, do_constant_folding=True, **options)
 
 
-def _inline_sampler(path: Path, sampler: torch.jit.ScriptModule, example: tuple[torch.Tensor, ...]) -> None:
-    """Replace the graph's sampler placeholder with the scripted sampler's own graph (its ONNX Loop)."""
+def _inline_sampler(head: bytes, sampler: bytes, path: Path) -> None:
+    """Write to `path` the head graph with its sampler placeholder replaced by the scripted sampler's own graph
+    (its ONNX Loop)."""
     import onnx
     from onnx import helper
 
-    model = onnx.load(str(path))
-    with tempfile.TemporaryDirectory() as tmp:
-        loop_path = Path(tmp) / "sampler.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(sampler, example, str(loop_path), input_names=list(SAMPLER_INPUTS),
-                              output_names=["x_out"], opset_version=OPSET, dynamo=False, do_constant_folding=True)
-        loop = onnx.load(str(loop_path)).graph
+    model = onnx.load_from_string(head)
+    loop = onnx.load_from_string(sampler).graph
     prefix = "sampler/"
     _prefix_names(loop, prefix)
     nodes = list(model.graph.node)
