@@ -71,6 +71,9 @@ def test_the_default_policy_lifts_the_cube_through_the_graph_and_the_watchdog_ho
     control.publish(types["std_msgs/msg/String"](data="success"))
     control.publish(types["std_msgs/msg/String"](data="stop"))
     assert wait_for(lambda: seen["recorder"][-1]["episodes"] == 1 and not seen["recorder"][-1]["recording"], 10)
+    # the status says "stopped" when the stop is taken; the writer thread then closes the bag and moves it out
+    # of staging, so the bag appears a moment later
+    assert wait_for(lambda: any(not p.name.startswith(".") for p in bags.iterdir()), 10), list(bags.iterdir())
     (bag,) = [p for p in bags.iterdir() if not p.name.startswith(".")]
     recorded = Counter(m.topic for m in read_bag(bag))  # every message deserialises
     expected = [CHANNELS[name].topic for name in ("joint_states", "left_arm_command", "right_arm_command", "object_poses")]
