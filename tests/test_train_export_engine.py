@@ -120,12 +120,28 @@ def test_state_policy_export_matches_torch_and_checks_the_robot(state_checkpoint
         PolicyEngine(tmp_path / "m", live=LiveConfig(cameras={}, joint_names=JOINTS))
 
 
-def test_bench_trains_each_state_noise_level_in_its_own_folder(tmp_path):
-    from dbp_control.core.benchmarks.policy import training_folder
+def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
+    from dbp_control.core.benchmarks.policy import PolicyBenchConfig, bench_recipe, training_folder
 
-    assert training_folder(tmp_path, "dbp", 0.0) == tmp_path / "dbp"  # where runs before the option trained
-    assert training_folder(tmp_path, "diffusion", 0.1) == tmp_path / "diffusion_state_noise0.1"
-    assert len({training_folder(tmp_path, "dbp", noise) for noise in (0.0, 0.05, 0.1)}) == 3
+    def folder(method, **options):
+        cfg = PolicyBenchConfig(out_dir=tmp_path, **options)
+        return training_folder(tmp_path, bench_recipe(cfg, method), cfg.batch_size)
+
+    assert folder("dbp") == tmp_path / "dbp"  # where runs before the options trained
+    assert folder("diffusion", state_noise=0.1) == tmp_path / "diffusion_state_noise0.1"
+    assert len({folder("dbp", state_noise=noise) for noise in (0.0, 0.05, 0.1)}) == 3
+    sets = {"dbp_batch_size": 16, "num_generated": 16, "neighbour_positives": 15, "temperatures": (0.02, 0.05, 0.2, 1.0)}
+    assert folder("dbp", state_noise=0.1, **sets) == tmp_path / "dbp_state_noise0.1_batch16_gen16_neighbours15_tau0.02-0.05-0.2-1"
+    # DBP's settings are its own: the diffusion baseline keeps the common batch and its folder
+    assert folder("diffusion", state_noise=0.1, **sets) == tmp_path / "diffusion_state_noise0.1"
+    assert bench_recipe(PolicyBenchConfig(**sets), "diffusion").batch_size == PolicyBenchConfig().batch_size
+    assert folder("dbp", dbp_batch_size=PolicyBenchConfig().batch_size) == tmp_path / "dbp"  # the common batch
+    for options in ({"num_generated": 8}, {"neighbour_positives": 1}, {"temperatures": (0.1,)}):
+        assert folder("dbp", **options) != tmp_path / "dbp", options
+    with pytest.raises(ValueError, match="num_generated"):
+        PolicyBenchConfig(num_generated=1)
+    with pytest.raises(ValueError, match="temperatures"):
+        PolicyBenchConfig(temperatures=(0.1, 0.0))
 
 
 def test_bench_table_judges_each_goal_and_the_plot_is_written(tmp_path):

@@ -26,6 +26,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -82,6 +89,8 @@ def _bench_policy(args: argparse.Namespace) -> int:
 
     cfg = PolicyBenchConfig(out_dir=args.out, tasks=tuple(args.task), demos=args.demos, steps=args.steps,
                             batch_size=args.batch_size, preset=args.preset, state_noise=args.state_noise,
+                            dbp_batch_size=args.dbp_batch_size, num_generated=args.num_generated,
+                            neighbour_positives=args.neighbour_positives, temperatures=args.temperatures,
                             eval_episodes=args.episodes, latency_calls=args.latency_calls, threads=args.threads,
                             progress=not args.quiet)
     result = run_policy_benchmark(cfg)
@@ -461,6 +470,14 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--preset", default=pb_defaults.preset, help="U-Net preset (small, paper)")
     pb.add_argument("--state-noise", type=_non_negative_float, default=pb_defaults.state_noise, metavar="STD",
                     help="both methods: std of the training windows' state offsets (see dbp train)")
+    pb.add_argument("--dbp-batch-size", type=_positive_int, default=None,
+                    help="DBP: observations per step (default: --batch-size); it draws --num-generated samples of each")
+    pb.add_argument("--num-generated", type=_positive_int, default=pb_defaults.num_generated,
+                    help="DBP: samples per observation (G)")
+    pb.add_argument("--neighbour-positives", type=_non_negative_int, default=pb_defaults.neighbour_positives,
+                    metavar="K", help="DBP: nearest other demonstrations' chunks joining each window's own as positives")
+    pb.add_argument("--temperatures", type=_temperatures, default=pb_defaults.temperatures,
+                    help="DBP: kernel temperatures of the drift field, comma-separated")
     pb.add_argument("--episodes", type=_positive_int, default=pb_defaults.eval_episodes, help="evaluation episodes")
     pb.add_argument("--latency-calls", type=_positive_int, default=pb_defaults.latency_calls)
     pb.add_argument("--threads", type=_positive_int, default=pb_defaults.threads, help="ONNX Runtime threads")
@@ -598,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="DBP: samples drawn per observation to build the drift field (G)")
     tr.add_argument("--temperatures", type=_temperatures, default=t.temperatures,
                     help="DBP: kernel temperatures of the drift field, comma-separated")
-    tr.add_argument("--neighbour-positives", type=int, default=t.neighbour_positives, metavar="K",
+    tr.add_argument("--neighbour-positives", type=_non_negative_int, default=t.neighbour_positives, metavar="K",
                     help="DBP: the action chunks of the K nearest observations of other demonstrations join each "
                     "window's own as positives of the drift field (0: its own only)")
     tr.add_argument("--state-noise", type=_non_negative_float, default=t.state_noise, metavar="STD",

@@ -29,6 +29,8 @@ from dbp_control.core.export.onnx_export import (SIDECAR, SIDECAR_VERSION, expor
                                                  sha256_file)
 from dbp_control.core.export.quantize import quantize_encoder, quantize_head
 from dbp_control.core.inference.engine import PolicyEngine, session_options
+from dbp_control.core.policies.dbp.drift import DEFAULT_TEMPERATURES
+from dbp_control.core.policies.dbp.modeling import DBPConfig
 from dbp_control.core.sim.record import record_episode
 from dbp_control.core.sim.robot import DualArmSim
 from dbp_control.core.sim.tasks import make_task
@@ -53,11 +55,25 @@ class PolicyBenchConfig:
     batch_size: int = 64
     preset: str = "small"
     state_noise: float = 0.0  # both methods' training windows (`TrainRecipe.state_noise`)
+    # DBP's drift field: observations per step (None: batch_size), samples per observation, neighbour
+    # positives and kernel temperatures (`TrainRecipe`)
+    dbp_batch_size: int | None = None
+    num_generated: int = DBPConfig.num_generated
+    neighbour_positives: int = DBPConfig.neighbour_positives
+    temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
     eval_episodes: int = 50
     latency_calls: int = 1000  # p99 over fewer calls is one or two outliers; DDPM-100 uses a tenth of this
     threads: int = 2
     seed: int = 0
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_generated < 2:
+            raise ValueError(f"num_generated must be >= 2 (DBP's samples repel each other), got {self.num_generated}")
+        if self.neighbour_positives < 0:
+            raise ValueError(f"neighbour_positives must be >= 0, got {self.neighbour_positives}")
+        if not self.temperatures or any(t <= 0 for t in self.temperatures):
+            raise ValueError(f"temperatures must be positive numbers, got {self.temperatures}")
 
 
 @dataclass
@@ -170,9 +186,10 @@ def _image_policy_latency(cfg: PolicyBenchConfig) -> dict[str, list[float]]:
             for name, (file, threads, inputs) in timed.items()}
 
 
-def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range, source: dict[str, Any]) -> None:
+def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range, source: dict[str, Any],
+                    recipe: TrainRecipe) -> None:
     """Print one variant's result and append it to the evaluations log, with what identifies the policy
-    (`source`: its sidecar's)."""
+    (`source`: its sidecar's) and the recipe it was trained with."""
     from tqdm.auto import tqdm
 
     low, high = wilson_interval(variant.successes, variant.episodes)
@@ -183,15 +200,40 @@ def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "task": variant.task, "label": variant.label,
               "successes": variant.successes, "episodes": variant.episodes,
               "seeds": [seeds.start, seeds.stop - 1], "p50_ms": variant.p50, "p99_ms": variant.p99,
-              "checkpoint_sha256": source["checkpoint_sha256"], "state_noise": cfg.state_noise}
+              "checkpoint_sha256": source["checkpoint_sha256"], "state_noise": cfg.state_noise,
+              "recipe": asdict(recipe)}
     with (cfg.out_dir / EVALUATIONS_LOG).open("a") as log:
         log.write(json.dumps(record) + "\n")
 
 
-def training_folder(task_root: Path, method: str, state_noise: float) -> Path:
-    """A folder per recipe variant: a run with another noise level trains afresh beside the earlier one
-    (resuming a checkpoint of another recipe is refused) instead of failing on it."""
-    return task_root / (method if state_noise == 0 else f"{method}_state_noise{state_noise:g}")
+def bench_recipe(cfg: PolicyBenchConfig, method: str) -> TrainRecipe:
+    """The recipe `method` trains with: one budget (steps, preset, state offsets) for both methods, and
+    DBP's own drift-field settings."""
+    common = {"method": method, "obs": "state", "preset": cfg.preset, "steps": cfg.steps, "seed": cfg.seed,
+              "state_noise": cfg.state_noise}
+    if method != "dbp":
+        return TrainRecipe(**common, batch_size=cfg.batch_size)
+    return TrainRecipe(**common, batch_size=cfg.dbp_batch_size or cfg.batch_size, num_generated=cfg.num_generated,
+                       neighbour_positives=cfg.neighbour_positives, temperatures=tuple(cfg.temperatures))
+
+
+def training_folder(task_root: Path, recipe: TrainRecipe, batch_size: int) -> Path:
+    """A folder per recipe variant: a run with another noise level or drift field trains afresh beside the
+    earlier one (resuming a checkpoint of another recipe is refused) instead of failing on it. `batch_size`
+    is the bench's common one; a DBP batch that differs from it is part of the name."""
+    parts = [recipe.method]
+    if recipe.state_noise:
+        parts.append(f"state_noise{recipe.state_noise:g}")
+    if recipe.method == "dbp":
+        if recipe.batch_size != batch_size:
+            parts.append(f"batch{recipe.batch_size}")
+        if recipe.num_generated != DBPConfig.num_generated:
+            parts.append(f"gen{recipe.num_generated}")
+        if recipe.neighbour_positives != DBPConfig.neighbour_positives:
+            parts.append(f"neighbours{recipe.neighbour_positives}")
+        if tuple(recipe.temperatures) != DEFAULT_TEMPERATURES:
+            parts.append("tau" + "-".join(f"{t:g}" for t in recipe.temperatures))
+    return task_root / "_".join(parts)
 
 
 def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
@@ -211,15 +253,14 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
         dataset = root / "dataset.zarr"
         if not dataset.exists():
             build_dataset([root / "bags"], dataset, BuildConfig(cameras=(), objects=True, seed=cfg.seed))
-        checkpoints = {}
+        checkpoints, recipes = {}, {}
         for method in ("dbp", "diffusion"):
-            recipe = TrainRecipe(method=method, obs="state", preset=cfg.preset, steps=cfg.steps,
-                                 batch_size=cfg.batch_size, seed=cfg.seed, state_noise=cfg.state_noise)
-            train_dir = training_folder(root, method, cfg.state_noise)
+            recipe = bench_recipe(cfg, method)
+            train_dir = training_folder(root, recipe, cfg.batch_size)
             start = time.perf_counter()
             train_on_dataset(dataset, recipe, train_dir, progress=cfg.progress)
             train_seconds[f"{task}/{method}"] = time.perf_counter() - start
-            checkpoints[method] = train_dir / "checkpoint.pt"
+            checkpoints[method], recipes[method] = train_dir / "checkpoint.pt", recipe
         for label, method, sampler, steps in VARIANTS:
             model = root / "onnx" / label.lower()
             _export_if_stale(checkpoints[method], model, sampler, steps)
@@ -237,7 +278,7 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
             variant = VariantResult(task, label, int(engine.sidecar["nfe"]), evaluation.successes,
                                     len(evaluation.episodes), latency)
             variants.append(variant)
-            _log_evaluation(cfg, variant, seeds, engine.sidecar["source"])  # the sidecar the engine read
+            _log_evaluation(cfg, variant, seeds, engine.sidecar["source"], recipes[method])  # the sidecar the engine read
     # in a fresh process, as the policy node runs: after the evaluations above, this process timed the same
     # graphs a third slower (p50 2.96 against 2.2 ms for the float head)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
