@@ -42,6 +42,8 @@ def test_episodes_start_stop_discard_and_carry_their_outcome(tmp_path):
         assert recorder.write("/count", k, float64_array_msg("humble", np.array([k], float)))
     recorder.mark_success(True)
     recorder.stop()
+    recorder.flush()
+    assert (recorder.stats.saved, recorder.stats.last_saved) == (1, first) and (tmp_path / first).is_dir()
     second = recorder.start({"task": "lift"})
     recorder.write("/count", 99, float64_array_msg("humble", np.zeros(1)))
     recorder.discard()
@@ -50,6 +52,7 @@ def test_episodes_start_stop_discard_and_carry_their_outcome(tmp_path):
     assert [m.msg.data[0] for m in read_bag(tmp_path / first, topics=["/count"])] == list(range(10))
     assert read_episode_info(tmp_path / first) == {"task": "lift", "operator": "ada", "success": True}
     assert not (tmp_path / ".recording" / second).exists() and recorder.stats.discarded == 1
+    assert (recorder.stats.episodes, recorder.stats.saved, recorder.stats.last_saved) == (2, 1, first)
 
 
 def test_a_slow_disk_drops_messages_instead_of_blocking(tmp_path, monkeypatch):

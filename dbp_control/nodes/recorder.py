@@ -69,5 +69,5 @@ class Recorder:
     def publish_status(self) -> None:
         s = self.recorder.stats
         self.status_publisher.publish(self.types["std_msgs/msg/String"](data=json.dumps({
-            "recording": self.recorder.recording, "episodes": s.episodes, "written": s.written, "dropped": s.dropped,
-            "discarded": s.discarded, "errors": s.errors[-5:]})))
+            "recording": self.recorder.recording, "episodes": s.episodes, "saved": s.saved, "last_saved": s.last_saved,
+            "written": s.written, "dropped": s.dropped, "discarded": s.discarded, "errors": s.errors[-5:]})))

@@ -24,7 +24,9 @@ class RecorderError(RuntimeError):
 
 @dataclass
 class RecorderStats:
-    episodes: int = 0
+    episodes: int = 0  # started
+    saved: int = 0  # closed and moved out of staging: complete on disk (a stopped episode counts a moment later)
+    last_saved: str | None = None  # the bag folder's name
     discarded: int = 0
     written: int = 0
     dropped: int = 0  # the writer thread's queue was full
@@ -120,6 +122,7 @@ class EpisodeRecorder:
                     writer.close(item[2])
                     writer = None
                     (self.out_dir / STAGING_DIR / item[1]).rename(self.out_dir / item[1])
+                    self.stats.saved, self.stats.last_saved = self.stats.saved + 1, item[1]
                 elif kind == "discard" and writer is not None:
                     writer.close()
                     writer = None
