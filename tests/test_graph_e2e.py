@@ -15,6 +15,7 @@ from dbp_control.core.channels import CHANNELS
 from dbp_control.core.command.safety import load_joint_limits
 from dbp_control.core.data.bags import read_bag, read_episode_info, typestore
 from dbp_control.core.data.dataset import JOINTS
+from dbp_control.core.inference.cpus import allowed_cpus, resolve_cpus
 from dbp_control.core.layout import CAMERAS
 from dbp_control.middleware.zenoh_backend import ZenohNode
 from dbp_control.nodes.processes import free_endpoint
@@ -70,11 +71,12 @@ def test_the_default_policy_lifts_the_cube_through_the_graph_and_the_watchdog_ho
     assert wait_for(lambda: seen["sim"] and seen["sim"][-1]["success"], 20), seen["sim"][-1:]
     control.publish(types["std_msgs/msg/String"](data="success"))
     control.publish(types["std_msgs/msg/String"](data="stop"))
-    assert wait_for(lambda: seen["recorder"][-1]["episodes"] == 1 and not seen["recorder"][-1]["recording"], 10)
-    # the status says "stopped" when the stop is taken; the writer thread then closes the bag and moves it out
-    # of staging, so the bag appears a moment later
-    assert wait_for(lambda: any(not p.name.startswith(".") for p in bags.iterdir()), 10), list(bags.iterdir())
+    # "saved" counts a bag once the writer thread has closed it and moved it out of staging, a moment after
+    # "recording" turns false
+    assert wait_for(lambda: seen["recorder"][-1]["saved"] == 1 and not seen["recorder"][-1]["recording"], 10), \
+        seen["recorder"][-1]
     (bag,) = [p for p in bags.iterdir() if not p.name.startswith(".")]
+    assert bag.name == seen["recorder"][-1]["last_saved"]
     recorded = Counter(m.topic for m in read_bag(bag))  # every message deserialises
     expected = [CHANNELS[name].topic for name in ("joint_states", "left_arm_command", "right_arm_command", "object_poses")]
     expected += [CHANNELS[f"{cam}_{kind}"].topic for cam in CAMERAS for kind in ("image", "camera_info")]
@@ -86,6 +88,7 @@ def test_the_default_policy_lifts_the_cube_through_the_graph_and_the_watchdog_ho
     # 100 Hz target is `dbp bench graph`'s question: here the recorder shares two cores with the graph, and
     # a slower CI machine measured 86 Hz
     assert policy["control_hz"] > 60, policy
+    assert policy["head_thread_cpus"] == list(allowed_cpus()), policy  # not pinned (config/policy.yaml)
     assert status["obs_to_command_ms"] is not None and status["obs_to_command_ms"]["p50"] < 60, status
     assert status["chunks_accepted"] > 100 and status["chunks_rejected"] == 0
     limits = load_joint_limits(JOINTS)  # both arms have the same limits: check every command against one arm's
@@ -175,7 +178,8 @@ def test_images_of_the_wrong_encoding_or_size_are_rejected_and_the_loop_goes_on(
 
     nodes = {"sim_robot": ["sim_robot", "--set", "cameras=false"],
              "policy": ["policy", "--set", f"model={image_model}", "--set", f"encoder_precision={precision}",
-                        "--set", f"head_precision={precision}"]}
+                        "--set", f"head_precision={precision}", "--set", "head_cpus=auto",
+                        "--set", "encoder_cpus=auto"]}
     with NodeProcesses(nodes, {"policy": "policy_status", "observation": "observation_status"}) as graph:
         publishers = {cam: graph.probe.publisher(CHANNELS[f"{cam}_image"]) for cam in CAMERAS}
         bad_frames: queue.SimpleQueue = queue.SimpleQueue()
@@ -199,6 +203,10 @@ def test_images_of_the_wrong_encoding_or_size_are_rejected_and_the_loop_goes_on(
             assert wait_for(lambda: graph.latest.get("policy", {}).get("ticks", 0) > 50, 90), graph.latest
             assert graph.latest["observation"]["rejected_images"] == 0
             assert graph.latest["policy"]["encoder_precision"] == graph.latest["policy"]["head_precision"] == precision
+            # pinned ("auto"): each thread reads back its own affinity, the head's core apart from the frame worker's
+            head_cpus, encoder_cpus = resolve_cpus("auto", "auto", allowed_cpus())
+            assert graph.latest["policy"]["head_thread_cpus"] == list(head_cpus or allowed_cpus()), graph.latest
+            assert graph.latest["observation"]["frame_worker_cpus"] == list(encoder_cpus or allowed_cpus())
             ticks = graph.latest["policy"]["ticks"]
             for spoil in (lambda msg: setattr(msg, "encoding", "16UC1"),
                           lambda msg: setattr(msg, "data", msg.data[:100])):

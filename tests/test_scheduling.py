@@ -1,11 +1,12 @@
 """Real-time scheduling of node processes: every thread but the excluded workers under SCHED_FIFO, all or
-none, and a refusal logged with the remedy."""
+none, and a refusal logged with the remedy; CPU affinity of the head's and the encoders' threads."""
 
 import logging
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -57,3 +58,34 @@ def test_priority_zero_changes_nothing_and_out_of_range_is_an_error(monkeypatch)
     assert use_realtime_priority(0, logging.getLogger("t")) == 0
     with pytest.raises(ValueError, match="realtime_priority must be 0 \\(off\\) or 1-99, got 120"):
         use_realtime_priority(120, logging.getLogger("t"))
+
+
+def test_cpu_specifications_resolve_to_a_head_core_and_encoder_cores_or_name_what_is_wrong():
+    from dbp_control.core.inference.cpus import CpuError, resolve_cpus
+
+    assert resolve_cpus("auto", "auto", (0, 1)) == ((1,), (0,))
+    assert resolve_cpus("auto", "auto", (3, 0, 2)) == ((3,), (0, 2))
+    assert resolve_cpus("auto", "auto", (5,)) == ((), ())  # one CPU: nothing to separate
+    assert resolve_cpus("none", "", (0, 1)) == ((), ())
+    assert resolve_cpus("0", "1,1", (0, 1)) == ((0,), (1,))
+    with pytest.raises(CpuError, match=r"head_cpus: CPU\(s\) \[7\] are not among .*\[0, 1\]"):
+        resolve_cpus("7", "auto", (0, 1))
+    with pytest.raises(CpuError, match="encoder_cpus: expected 'auto', 'none' or CPU numbers"):
+        resolve_cpus("auto", "first", (0, 1))
+
+
+def test_a_pinned_thread_runs_only_on_its_cpus_and_other_threads_keep_theirs():
+    from dbp_control.core.inference.cpus import allowed_cpus, pin_current_thread
+
+    cpus = allowed_cpus()
+    seen: dict[str, set[int]] = {}
+
+    def pinned() -> None:
+        pin_current_thread(cpus[-1:])
+        seen["pinned"] = os.sched_getaffinity(0)
+
+    worker = threading.Thread(target=pinned)
+    worker.start()
+    worker.join()
+    assert seen["pinned"] == {cpus[-1]}
+    assert os.sched_getaffinity(0) == set(cpus)  # affinity is per thread: this one was not moved

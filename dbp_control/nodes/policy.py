@@ -26,6 +26,7 @@ import torch
 
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.data.bags import joint_trajectory_msg, poses_of, stamp_ns_of, typestore
+from dbp_control.core.inference.cpus import allowed_cpus, pin_current_thread, resolve_cpus
 from dbp_control.core.inference.engine import LiveConfig, PolicyEngine, check_live_config
 from dbp_control.core.inference.loop import InferenceLoop, rgb_features
 from dbp_control.core.latency import LatencyWindow
@@ -54,6 +55,12 @@ INFERENCE_DEFAULTS: dict[str, Any] = {
     "timer_hz": 500.0,
     "max_chunk_hz": 200.0,  # at most this many chunks per second (drivers may publish joint states at 500 Hz)
     "threads": 1,  # ONNX Runtime intra-op threads of the head (on two cores a second one competes with the frame worker)
+    # CPUs of the thread that runs the head and of the frame worker: "none" (not pinned), "auto" (two or more
+    # CPUs: the head on the last, the frame worker on the others) or CPU numbers, e.g. "3" or "0,1,2". Not
+    # pinned by default: on two shared cores a pinned head cannot move to the free one when the command node
+    # or the simulator takes its core (`dbp bench graph`: worst observation -> chunk 19 ms pinned, 9 not)
+    "head_cpus": "none",
+    "encoder_cpus": "none",
     # int8: the encoders of `dbp export --int8-encoders`, a few times cheaper per frame on a CPU (their
     # output error against float32 is in the model's policy.yaml)
     "encoder_precision": "float32",
@@ -68,10 +75,12 @@ INFERENCE_DEFAULTS: dict[str, Any] = {
 class ObservationNode:
     """Sensors -> the newest synchronised observation, for the inference node in the same process."""
 
-    def __init__(self, node: Node, engine: PolicyEngine) -> None:
+    def __init__(self, node: Node, engine: PolicyEngine, *, encoder_cpus: tuple[int, ...] = ()) -> None:
         self.node = node
         p = self.params = node.parameters(OBSERVATION_DEFAULTS)
         self.engine = engine
+        self.encoder_cpus = encoder_cpus  # the frame worker's (empty: not pinned)
+        self.frame_worker_cpus: list[int] | None = None  # the affinity in effect, read back once pinned
         configured = tuple(c for c in p["cameras"].split(",") if c)
         # frames are resized to the policy's size here, so sizes match by construction
         self.live = LiveConfig(cameras={c: engine.image_size(c) for c in configured if c in engine.cameras},
@@ -137,6 +146,8 @@ class ObservationNode:
     def _encode_frames(self) -> None:
         # a lower priority for this thread only (Linux niceness is per thread): the control tick wins the CPU
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FRAME_WORKER_NICENESS)
+        pin_current_thread(self.encoder_cpus)  # off the head's core
+        self.frame_worker_cpus = sorted(os.sched_getaffinity(0))
         while True:
             with self._frames_ready:
                 self._frames_ready.wait_for(lambda: bool(self._frames) or self._stopping)
@@ -173,6 +184,7 @@ class ObservationNode:
         with self.lock:
             stats = self.assembler.stats
             return {"rejected_images": self.rejected_images, "dropped_frames": self.dropped_frames,
+                    "frame_worker_cpus": self.frame_worker_cpus,
                     "sync": vars(self.assembler.sync.stats) if self.assembler.sync else None,
                     "inputs": {name: vars(s) for name, s in stats.inputs.items()},
                     "observations": stats.observations, "not_ready": stats.not_ready,
@@ -192,6 +204,8 @@ class InferenceNode:
             if not p[name] > 0:
                 raise ValueError(f"policy parameter {name} must be positive, got {p[name]}")
         model = Path(p["model"]) if Path(p["model"]).is_dir() else MODELS_DIR / p["model"]
+        self.head_cpus, self.encoder_cpus = resolve_cpus(p["head_cpus"], p["encoder_cpus"], allowed_cpus())
+        self.tick_thread_cpus: list[int] | None = None  # the affinity in effect, read back once pinned
         torch.set_num_threads(1)  # image resizing on the frame worker: no second busy-waiting thread pool
         self.engine = PolicyEngine(model, threads=p["threads"], encoder_precision=p["encoder_precision"],
                                    head_precision=p["head_precision"])
@@ -230,6 +244,9 @@ class InferenceNode:
         self._enabled = enabled
 
     def tick(self) -> None:
+        if self.tick_thread_cpus is None:  # the executor thread that runs every tick, and so the head
+            pin_current_thread(self.head_cpus)
+            self.tick_thread_cpus = sorted(os.sched_getaffinity(0))
         self.timer_ticks += 1
         now = self.node.now_ns()
         latest = self.observations.latest(now) if self.observations is not None else None
@@ -271,6 +288,7 @@ class InferenceNode:
                 "obs_to_publish_ms": self.publish_age.summary(now),  # joint state stamp -> chunk published
                 "providers": self.engine.providers, "encoder_precision": self.engine.encoder_precision,
                 "head_precision": self.engine.head_precision,
+                "head_thread_cpus": self.tick_thread_cpus,
                 "realtime_priority": self.realtime_priority}
 
     def publish_status(self) -> None:
@@ -285,7 +303,8 @@ class PolicyProcess:
 
     def __init__(self, nodes: Mapping[str, Node]) -> None:
         self.inference = InferenceNode(nodes["policy"])
-        self.observation = ObservationNode(nodes["observation"], self.inference.engine)
+        self.observation = ObservationNode(nodes["observation"], self.inference.engine,
+                                           encoder_cpus=self.inference.encoder_cpus)
         # a policy for another robot stops here, before anything moves
         check_live_config(self.inference.engine.sidecar, self.observation.live)
         self.inference.observations = self.observation

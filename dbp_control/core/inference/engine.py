@@ -1,10 +1,11 @@
 """The inference engine: an exported policy (ONNX graphs + policy.yaml) run with ONNX Runtime.
 
 Providers are tried in the order TensorRT, CUDA, CPU; the ones a session actually got are reported
-(onnxruntime-gpu silently falls back to CPU when CUDA libraries are missing). Threads are pinned, the
-sessions are warmed up, and the sidecar is checked against the live robot configuration before
-anything runs. Image features are computed per camera frame (`encode`) and reused by the head, which
-runs at the control rate (`act`).
+(onnxruntime-gpu silently falls back to CPU when CUDA libraries are missing). Thread counts are fixed
+(no pool busy-waits between calls), the thread that calls the head can be pinned to a CPU of its own
+(`dbp_control.core.inference.cpus`, as the policy node does), the sessions are warmed up, and the
+sidecar is checked against the live robot configuration before anything runs. Image features are
+computed per camera frame (`encode`) and reused by the head, which runs at the control rate (`act`).
 """
 
 from __future__ import annotations
