@@ -68,12 +68,8 @@ class PolicyBenchConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.num_generated < 2:
-            raise ValueError(f"num_generated must be >= 2 (DBP's samples repel each other), got {self.num_generated}")
-        if self.neighbour_positives < 0:
-            raise ValueError(f"neighbour_positives must be >= 0, got {self.neighbour_positives}")
-        if not self.temperatures or any(t <= 0 for t in self.temperatures):
-            raise ValueError(f"temperatures must be positive numbers, got {self.temperatures}")
+        for method in ("dbp", "diffusion"):  # bad settings fail here, before any demonstration is recorded
+            bench_recipe(self, method)
 
 
 @dataclass

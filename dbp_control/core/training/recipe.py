@@ -55,6 +55,10 @@ class TrainRecipe:
                                      or self.neighbour_positives != DBPConfig.neighbour_positives):
             raise ValueError(f"num_generated, temperatures and neighbour_positives are DBP's; method {self.method!r} "
                              "has none of them")
+        if self.num_generated < 2:
+            raise ValueError(f"num_generated must be >= 2 (DBP's samples repel each other), got {self.num_generated}")
+        if not self.temperatures or any(t <= 0 for t in self.temperatures):
+            raise ValueError(f"temperatures must be positive numbers, got {self.temperatures}")
         if self.neighbour_positives < 0:
             raise ValueError(f"neighbour_positives must be >= 0, got {self.neighbour_positives}")
         if not math.isfinite(self.state_noise) or self.state_noise < 0:
