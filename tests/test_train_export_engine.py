@@ -267,8 +267,10 @@ def test_film_factoring_is_exact_and_keeps_image_weights_out_of_the_head(method)
         factored = FullGraph(graphs)(state, z, *extra, *images.values())
     torch.testing.assert_close(factored, reference, atol=1e-4, rtol=1e-4)  # float sums in another order
     step_embedding = policy.config.step_embed_dim if method == "ddpm" else 0
-    for block in graphs.head.policy.net.film_blocks():  # the head reads the state (and time step) columns only
-        assert block.film[1].in_features == 2 * 14 + step_embedding
+    head_net = graphs.head.policy.net  # one FiLM layer for all blocks, reading the state (and time step) only
+    assert head_net.merged_film[1].in_features == 2 * 14 + step_embedding
+    assert head_net.merged_film[1].out_features == head_net.film_width
+    assert not any(hasattr(block, "film") for block in head_net.film_blocks())
     assert policy.net.film_blocks()[0].film[1].in_features == 2 * (14 + 2 * 128) + step_embedding  # left as it was
     # scale and bias per channel of the blocks: down 16, 16, 32, 32; mid 32, 32; up 16, 16
     with pytest.raises(ValueError, match=r"film_offset must be \[1, 384\], got \(1, 5\)"):
@@ -292,6 +294,17 @@ def test_a_wide_convolution_as_one_matmul_is_the_same_convolution(kernel_size):
     assert rewrite_convolutions(kept) == 0 and all(isinstance(m, nn.Conv1d) for m in kept)
 
 
+def test_mish_through_a_sigmoid_is_mish():
+    from torch import nn
+
+    from dbp_control.core.export.mish import SigmoidMish, rewrite_mish
+
+    x = torch.cat([torch.linspace(-30, 30, 20001), torch.tensor([-1e4, -100.0, 100.0, 1e4])])
+    torch.testing.assert_close(SigmoidMish()(x), nn.functional.mish(x), atol=1e-6, rtol=1e-5)
+    net = nn.Sequential(nn.Linear(3, 3), nn.Mish(), nn.Sequential(nn.Mish()))
+    assert rewrite_mish(net) == 2 and not any(isinstance(m, nn.Mish) for m in net.modules())
+
+
 def test_the_exported_head_with_rewritten_convolutions_matches_torch(tmp_path):
     import onnx
     import onnxruntime as ort
@@ -311,6 +324,7 @@ def test_the_exported_head_with_rewritten_convolutions_matches_torch(tmp_path):
     session = ort.InferenceSession(str(tmp_path / "head.onnx"), providers=["CPUExecutionProvider"])
     ops = {node.op_type for node in onnx.load(str(tmp_path / "head.onnx")).graph.node}
     assert "MatMul" in ops  # the 256-channel convolutions were rewritten
+    assert "Softplus" not in ops and "Sigmoid" in ops  # Mish through a Sigmoid
     out = session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
     assert np.abs(out - reference).max() < 1e-4
 
@@ -372,7 +386,7 @@ def test_an_int8_head_is_written_on_request_measured_against_the_float_head_and_
 
 
 def test_an_int8_head_is_refused_for_a_u_net_without_wide_convolutions(state_checkpoint, tmp_path):
-    with pytest.raises(ExportError, match="int8 head quantises the convolutions of 256 channels or more; this "
+    with pytest.raises(ExportError, match="int8 head quantises the convolutions of 128 channels or more; this "
                                           "policy's U-Net is at most 32 channels wide"):
         export_policy(state_checkpoint, tmp_path / "m", int8_head=True)
     assert not (tmp_path / "m").exists()  # refused before anything was written
@@ -390,7 +404,7 @@ def test_an_int8_head_is_refused_for_diffusion_whose_step_runs_in_a_loop(tmp_pat
     from dbp_control.core.export.quantize import quantize_head
 
     export_policy(tmp_path / "train" / "checkpoint.pt", tmp_path / "m", sampler="ddim", inference_steps=3)
-    with pytest.raises(ValueError, match=r"quantiser left \d+ MatMuls float \(the head gave it \d+\)"):
+    with pytest.raises(ValueError, match=r"quantiser left \d+ of the head.s \d+ MatMuls/Gemms float"):
         quantize_head(tmp_path / "m" / "head.onnx", tmp_path / "head_int8.onnx", [])
     assert not (tmp_path / "head_int8.onnx").exists()
 

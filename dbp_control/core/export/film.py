@@ -9,6 +9,9 @@ A camera's term depends only on its features, which change once per camera frame
 also multiplies the new features by W_cs of every block (for each step s the frame may occupy), and the
 head, which runs at the control rate, reads only the state columns: a third of the head's weights of a
 three-camera policy and its largest matrices stay out of the control loop.
+
+The head's FiLM layers, all fed by the same condition, become one Linear (`ConditionalUnet1D.merged_film`):
+one node for the graph instead of a Mish, a Gemm and an Add per block.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dbp_control.core.policies.nets.unet1d import FiLMResBlock
 
 @dataclass
 class FactoredFiLM:
-    head_policy: Policy  # a copy whose FiLM layers read only the state (and time-step) columns
+    head_policy: Policy  # a copy whose one merged FiLM layer reads only the state (and time-step) columns
     projections: dict[str, torch.Tensor]  # camera -> [To, film width, F]: its features' FiLM term per step
 
     @property
@@ -54,15 +57,16 @@ def factor_film(policy: Policy) -> FactoredFiLM:
     kept, cameras = condition_columns(policy)
     head_policy = copy.deepcopy(policy)
     blocks: list[FiLMResBlock] = head_policy.net.film_blocks()
-    weights = [block.film[1].weight.detach() for block in blocks]
-    projections = {cam: torch.stack([torch.cat([w[:, columns] for w in weights]) for columns in per_step])
-                   for cam, per_step in cameras.items()}
-    for block, weight in zip(blocks, weights):
-        linear = nn.Linear(len(kept), weight.shape[0])
-        with torch.no_grad():
-            linear.weight.copy_(weight[:, kept])
-            linear.bias.copy_(block.film[1].bias)
-        block.film[1] = linear
+    weight = torch.cat([block.film[1].weight.detach() for block in blocks])  # [film width, cond width]
+    bias = torch.cat([block.film[1].bias.detach() for block in blocks])
+    projections = {cam: torch.stack([weight[:, columns] for columns in per_step]) for cam, per_step in cameras.items()}
+    merged = nn.Linear(len(kept), weight.shape[0])
+    with torch.no_grad():
+        merged.weight.copy_(weight[:, kept])
+        merged.bias.copy_(bias)
+    head_policy.net.merged_film = nn.Sequential(nn.Mish(), merged)
+    for block in blocks:  # read by nothing now; gone, so nothing can read them by mistake
+        del block.film
     return FactoredFiLM(head_policy.eval(), projections)
 
 

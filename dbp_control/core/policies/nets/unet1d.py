@@ -6,14 +6,13 @@ residual block by FiLM. DBP and BC use it with no time step at all.
 
 FiLM is Linear(Mish(cond)), and Mish acts on each entry, so the part of every block's FiLM that comes from
 some entries of the condition (the image features) can be computed elsewhere and added as `film_offset`
-(the export does so: see `dbp_control.core.export.film`).
+(the export does so: see `dbp_control.core.export.film`). All blocks' FiLM outputs are computed up front,
+side by side, so the export can also write them as one Linear (`merged_film`).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -83,13 +82,10 @@ class FiLMResBlock(nn.Module):
     def film_width(self) -> int:
         return 2 * self.out_ch
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, film_offset: torch.Tensor | None = None) -> torch.Tensor:
-        """x: [B, C_in, T], cond: [B, cond_dim], film_offset: [B, film_width] added to the FiLM output ->
+    def forward(self, x: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
+        """x: [B, C_in, T], film: [B, film_width], this block's `self.film(cond)` (plus any offset) ->
         [B, C_out, T]."""
         h = self.block1(x)
-        film = self.film(cond)
-        if film_offset is not None:
-            film = film + film_offset
         scale, bias = film.unsqueeze(-1).chunk(2, dim=1)
         h = self.block2(scale * h + bias)
         return h + self.residual(x)
@@ -144,6 +140,8 @@ class ConditionalUnet1D(nn.Module):
             )
         start = cfg.down_dims[0]
         self.final = nn.Sequential(Conv1dBlock(start, start, k, g), nn.Conv1d(start, cfg.input_dim, 1))
+        # set by the export: every block's FiLM layer as one (cond -> [B, film_width]), in place of the blocks'
+        self.merged_film: nn.Module | None = None
 
     @property
     def min_horizon_multiple(self) -> int:
@@ -159,6 +157,12 @@ class ConditionalUnet1D(nn.Module):
     def film_width(self) -> int:
         """The width of `film_offset`: every block's scale and bias."""
         return sum(block.film_width for block in self.film_blocks())
+
+    def film_outputs(self, cond: torch.Tensor) -> torch.Tensor:
+        """cond: [B, cond_dim] -> every block's FiLM output side by side [B, film_width], in film_blocks' order."""
+        if self.merged_film is not None:
+            return self.merged_film(cond)
+        return torch.cat([block.film(cond) for block in self.film_blocks()], dim=-1)
 
     def forward(
         self, sample: torch.Tensor, global_cond: torch.Tensor, timestep: torch.Tensor | None = None,
@@ -178,24 +182,26 @@ class ConditionalUnet1D(nn.Module):
         elif timestep is not None:
             raise ValueError("this U-Net has no time-step input (DBP/BC): timestep must be None")
 
-        offsets: Iterator[torch.Tensor | None] = itertools.repeat(None)
-        if film_offset is not None:  # taken block by block in film_blocks' order, which is this order
+        film = self.film_outputs(cond)
+        if film_offset is not None:
             if film_offset.shape != (sample.shape[0], self.film_width):
                 raise ValueError(f"film_offset must be [{sample.shape[0]}, {self.film_width}], "
                                  f"got {tuple(film_offset.shape)}")
-            offsets = iter(film_offset.split([block.film_width for block in self.film_blocks()], dim=-1))
+            film = film + film_offset
+        # taken block by block in film_blocks' order, which is this order
+        films = iter(film.split([block.film_width for block in self.film_blocks()], dim=-1))
 
         x = sample.transpose(1, 2)
         skips = []
         for res1, res2, downsample in self.down:
-            x = res1(x, cond, next(offsets))
-            x = res2(x, cond, next(offsets))
+            x = res1(x, next(films))
+            x = res2(x, next(films))
             skips.append(x)
             x = downsample(x)
         for block in self.mid:
-            x = block(x, cond, next(offsets))
+            x = block(x, next(films))
         for res1, res2, upsample in self.up:
             x = torch.cat([x, skips.pop()], dim=1)
-            x = res1(x, cond, next(offsets))
-            x = upsample(res2(x, cond, next(offsets)))
+            x = res1(x, next(films))
+            x = upsample(res2(x, next(films)))
         return self.final(x).transpose(1, 2)
