@@ -656,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "calibrated on training frames; their output error is printed and kept in policy.yaml")
     ex.add_argument("--int8-head", action="store_true",
                     help="also write an INT8 head for CPU robots (policy node: head_precision: int8): its "
-                    "convolutions of 256 channels and more quantised; its output error is printed and kept in policy.yaml "
+                    "convolutions of 128 channels and more and its FiLM layer quantised; its output error is printed and kept in policy.yaml "
                     "(one-step policies: a diffusion head's steps run in an ONNX Loop, which the quantiser leaves float)")
     ex.add_argument("--calibration", type=Path, default=None,
                     help="dataset whose frames calibrate the INT8 encoders (default: the one the policy was trained on)")
