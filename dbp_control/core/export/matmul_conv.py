@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dbp_control.core.export.rewrite import replace_modules
+
 MIN_IN_CHANNELS = 128  # rewritten from this width up (measured: narrower was no faster)
 
 
@@ -53,11 +55,4 @@ def rewritable(conv: nn.Module) -> bool:
 
 def rewrite_convolutions(module: nn.Module) -> int:
     """Replace every rewritable Conv1d inside `module`, in place; returns how many."""
-    count = 0
-    for name, child in module.named_children():
-        if rewritable(child):
-            setattr(module, name, Conv1dAsMatMul(child))
-            count += 1
-        else:
-            count += rewrite_convolutions(child)
-    return count
+    return replace_modules(module, rewritable, Conv1dAsMatMul)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dbp_control.core.export.rewrite import replace_modules
+
 
 class SigmoidMish(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -22,11 +24,4 @@ class SigmoidMish(nn.Module):
 
 def rewrite_mish(module: nn.Module) -> int:
     """Replace every nn.Mish inside `module`, in place; returns how many."""
-    count = 0
-    for name, child in module.named_children():
-        if isinstance(child, nn.Mish):
-            setattr(module, name, SigmoidMish())
-            count += 1
-        else:
-            count += rewrite_mish(child)
-    return count
+    return replace_modules(module, lambda child: isinstance(child, nn.Mish), lambda _: SigmoidMish())
