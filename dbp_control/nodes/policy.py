@@ -146,8 +146,7 @@ class ObservationNode:
     def _encode_frames(self) -> None:
         # a lower priority for this thread only (Linux niceness is per thread): the control tick wins the CPU
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FRAME_WORKER_NICENESS)
-        pin_current_thread(self.encoder_cpus)  # off the head's core
-        self.frame_worker_cpus = sorted(os.sched_getaffinity(0))
+        self.frame_worker_cpus = pin_current_thread(self.encoder_cpus)  # off the head's core
         while True:
             with self._frames_ready:
                 self._frames_ready.wait_for(lambda: bool(self._frames) or self._stopping)
@@ -245,8 +244,7 @@ class InferenceNode:
 
     def tick(self) -> None:
         if self.tick_thread_cpus is None:  # the executor thread that runs every tick, and so the head
-            pin_current_thread(self.head_cpus)
-            self.tick_thread_cpus = sorted(os.sched_getaffinity(0))
+            self.tick_thread_cpus = pin_current_thread(self.head_cpus)
         self.timer_ticks += 1
         now = self.node.now_ns()
         latest = self.observations.latest(now) if self.observations is not None else None

@@ -17,6 +17,7 @@ the calibration did not see and recorded in the sidecar.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +70,12 @@ def quantize_head(float_path: Path, out_path: Path, feeds: list[dict[str, np.nda
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(float_path), str(prepared))
         # what the quantiser is given: the pre-processing fuses a MatMul and its bias into a Gemm
-        prepared_graph = onnx.load(str(prepared)).graph
-        matmuls = sum(_count_ops(prepared_graph, op) for op in MATMUL_OPS)
+        matmuls = _count_ops(onnx.load(str(prepared)).graph, MATMUL_OPS)
         # the narrow convolutions stay float: ONNX Runtime's INT8 Conv was slower there
         quantize_dynamic(str(prepared), str(out_path), op_types_to_quantize=list(MATMUL_OPS), per_channel=True,
                          weight_type=QuantType.QInt8)
     quantized_graph = onnx.load(str(out_path)).graph
-    left_float = sum(_count_ops(quantized_graph, op) for op in MATMUL_OPS)
+    left_float = _count_ops(quantized_graph, MATMUL_OPS)
     if left_float:  # the quantiser skips what it cannot handle without a word
         out_path.unlink()
         raise ValueError(f"ONNX Runtime's quantiser left {left_float} of the head's {matmuls} MatMuls/Gemms float")
@@ -87,11 +87,11 @@ def quantize_head(float_path: Path, out_path: Path, feeds: list[dict[str, np.nda
             "output_relative_error": _relative_error(reference, quantized)}
 
 
-def _count_ops(graph: Any, op_type: str) -> int:
-    """Nodes of `op_type` in `graph` and its subgraphs (an iterative sampler's step is a Loop's body)."""
-    return sum((node.op_type == op_type)
-               + sum(_count_ops(a.g, op_type) for a in node.attribute if a.HasField("g"))
-               + sum(_count_ops(g, op_type) for a in node.attribute for g in a.graphs)
+def _count_ops(graph: Any, op_types: Collection[str]) -> int:
+    """Nodes of `op_types` in `graph` and its subgraphs (an iterative sampler's step is a Loop's body)."""
+    return sum((node.op_type in op_types)
+               + sum(_count_ops(a.g, op_types) for a in node.attribute if a.HasField("g"))
+               + sum(_count_ops(g, op_types) for a in node.attribute for g in a.graphs)
                for node in graph.node)
 
 

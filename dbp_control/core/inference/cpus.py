@@ -43,12 +43,13 @@ def resolve_cpus(head: str, encoder: str, available: Collection[int]) -> tuple[t
     return parse("head_cpus", head, auto_head), parse("encoder_cpus", encoder, auto_encoder)
 
 
-def pin_current_thread(cpus: Collection[int]) -> None:
+def pin_current_thread(cpus: Collection[int]) -> list[int]:
     """Run the calling thread only on `cpus` from now on (Linux affinity is per thread; threads it starts
-    later inherit it). Nothing happens for an empty collection."""
-    if not cpus:
-        return
-    try:
-        os.sched_setaffinity(0, set(cpus))
-    except OSError as exc:
-        raise CpuError(f"cannot pin a thread to CPU(s) {sorted(cpus)}: {exc}") from exc
+    later inherit it); an empty collection leaves it as it is. Returns the CPUs it may run on now, as read
+    back from the kernel."""
+    if cpus:
+        try:
+            os.sched_setaffinity(0, set(cpus))
+        except OSError as exc:
+            raise CpuError(f"cannot pin a thread to CPU(s) {sorted(cpus)}: {exc}") from exc
+    return sorted(os.sched_getaffinity(0))
