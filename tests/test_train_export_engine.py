@@ -305,6 +305,22 @@ def test_mish_through_a_sigmoid_is_mish():
     assert rewrite_mish(net) == 2 and not any(isinstance(m, nn.Mish) for m in net.modules())
 
 
+def test_group_norm_with_an_expanded_affine_is_group_norm():
+    from torch import nn
+
+    from dbp_control.core.export.groupnorm import ExpandedGroupNorm, rewrite_group_norms
+
+    torch.manual_seed(0)
+    norm = nn.GroupNorm(8, 64)
+    with torch.no_grad():  # not the initial ones and zeros, which would hide a swapped weight and bias
+        norm.weight.normal_()
+        norm.bias.normal_()
+        x = torch.randn(2, 64, 16) * 3 + 1
+        torch.testing.assert_close(ExpandedGroupNorm(norm)(x), norm(x), atol=1e-5, rtol=1e-5)
+    net = nn.Sequential(nn.GroupNorm(4, 8), nn.Sequential(nn.GroupNorm(2, 8)), nn.GroupNorm(2, 8, affine=False))
+    assert rewrite_group_norms(net) == 2 and sum(isinstance(m, nn.GroupNorm) for m in net.modules()) == 1
+
+
 def test_the_exported_head_with_rewritten_convolutions_matches_torch(tmp_path):
     import onnx
     import onnxruntime as ort
@@ -316,6 +332,11 @@ def test_the_exported_head_with_rewritten_convolutions_matches_torch(tmp_path):
     torch.manual_seed(0)
     policy = make_policy(DBPConfig(state_dim=14, action_dim=14, down_dims=(32, 256), horizon=8)).eval()
     policy.fit_normalizers(torch.randn(64, 2, 14), torch.randn(64, 8, 14))
+    norms = [m for m in policy.modules() if isinstance(m, torch.nn.GroupNorm)]
+    with torch.no_grad():  # as trained: every GroupNorm's weight and bias its own
+        for norm in norms:
+            norm.weight.normal_()
+            norm.bias.normal_()
     graphs = PolicyGraphs(policy)
     inputs = {"state": torch.randn(1, 2, 14), "z": torch.randn(1, 8, 14)}
     with torch.no_grad():
@@ -327,6 +348,14 @@ def test_the_exported_head_with_rewritten_convolutions_matches_torch(tmp_path):
     assert "Softplus" not in ops and "Sigmoid" in ops  # Mish through a Sigmoid
     out = session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
     assert np.abs(out - reference).max() < 1e-4
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "head.optimized.onnx")  # as ONNX Runtime runs it
+    ort.InferenceSession(str(tmp_path / "head.onnx"), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "head.optimized.onnx")).graph
+    assert not {"Expand", "ConstantOfShape"} & {node.op_type for node in optimized.node}  # folded at load
+    # every GroupNorm's affine by constants of the activations' full shape [C, T], not [C, 1] columns
+    affine = [init for init in optimized.initializer if list(init.dims) in ([32, 8], [32, 4], [256, 4])]
+    assert len(affine) == 2 * len(norms) == 2 * 17
 
 
 def test_an_image_policy_exported_before_the_film_split_must_be_exported_again(tmp_path):

@@ -142,8 +142,8 @@ def _latency(fn: Callable[[], Any], calls: int) -> list[float]:
 
 def _image_policy_latency(cfg: PolicyBenchConfig) -> dict[str, list[float]]:
     """Head-only (float32 and INT8) and encoder-only (float32 and INT8) latency of a three-camera DBP policy
-    of the same backbone (weights do not change the cost, so an untrained one is exported for timing, its
-    INT8 encoder calibrated on random frames). The head runs as the policy node runs it: one intra-op
+    of the same backbone (the weights' values do not change the cost, so an untrained one is exported for
+    timing, its INT8 encoder calibrated on random frames). The head runs as the policy node runs it: one intra-op
     thread that does not spin (the encoders use the other core); the encoders on `cfg.threads` threads, as
     the issue's calibration figure was taken."""
     import torch
@@ -157,6 +157,11 @@ def _image_policy_latency(cfg: PolicyBenchConfig) -> dict[str, list[float]]:
     policy = make_policy(DBPConfig(state_dim=14, action_dim=14, cameras=("left_wrist", "right_wrist", "head"),
                                    preset=cfg.preset)).eval()
     policy.fit_normalizers(torch.randn(64, 2, 14), torch.randn(64, 16, 14))
+    with torch.no_grad():  # untrained, every GroupNorm has the same weight and bias, which ONNX Runtime
+        for module in policy.modules():  # would store once: give each its own, as training does
+            if isinstance(module, torch.nn.GroupNorm):
+                module.weight.normal_(1.0, 0.1)
+                module.bias.normal_(0.0, 0.1)
     c = policy.config
     graphs = PolicyGraphs(policy)  # as `dbp export` splits a policy
     head_inputs = {"state": torch.randn(1, c.n_obs_steps, 14), "z": torch.randn(1, c.horizon, 14),

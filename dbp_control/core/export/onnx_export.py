@@ -33,6 +33,7 @@ from torch import nn
 
 from dbp_control.core.data.dataset import Dataset, DatasetError
 from dbp_control.core.export.film import factor_film, film_terms
+from dbp_control.core.export.groupnorm import rewrite_group_norms
 from dbp_control.core.export.matmul_conv import MIN_IN_CHANNELS, rewritable, rewrite_convolutions
 from dbp_control.core.export.mish import rewrite_mish
 from dbp_control.core.export.quantize import CALIBRATION_FRAMES, quantize_encoder, quantize_head
@@ -183,6 +184,7 @@ class PolicyGraphs:
                          for cam in policy.config.cameras}
         rewrite_convolutions(factored.head_policy.net)  # the head's own copy
         rewrite_mish(factored.head_policy.net)
+        rewrite_group_norms(factored.head_policy.net)
         self.film_width = factored.film_width if policy.config.cameras else 0
         self.head = HeadGraph(factored.head_policy, self.film_width).eval()
 
