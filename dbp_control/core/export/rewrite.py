@@ -1,4 +1,4 @@
-"""Swapping modules of the head's own copy for export-only equivalents (`matmul_conv`, `mish`)."""
+"""Swapping modules of the head's own copy for export-only equivalents (`matmul_conv`, `mish`, `groupnorm`)."""
 
 from __future__ import annotations
 
