@@ -5,7 +5,12 @@ targets."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:  # mujoco is imported where it is used, so this module loads without it
+    import mujoco
 
 
 def orientation_error(current: np.ndarray, desired: np.ndarray) -> np.ndarray:
@@ -30,7 +35,7 @@ def dls_step(jacobian: np.ndarray, error: np.ndarray, damping: float = 0.05) -> 
 class SiteIK:
     """Joint targets that move one site toward a pose, for the arm joints given by their dof indices."""
 
-    def __init__(self, model, data, site: str, qpos_index: np.ndarray, dof_index: np.ndarray, *,
+    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData, site: str, qpos_index: np.ndarray, dof_index: np.ndarray, *,
                  max_joint_step: float = 0.05) -> None:
         import mujoco
 
