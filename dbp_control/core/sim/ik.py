@@ -35,8 +35,8 @@ def dls_step(jacobian: np.ndarray, error: np.ndarray, damping: float = 0.05) -> 
 class SiteIK:
     """Joint targets that move one site toward a pose, for the arm joints given by their dof indices."""
 
-    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData, site: str, qpos_index: np.ndarray, dof_index: np.ndarray, *,
-                 max_joint_step: float = 0.05) -> None:
+    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData, site: str, qpos_index: np.ndarray,
+                 dof_index: np.ndarray, *, max_joint_step: float = 0.05) -> None:
         import mujoco
 
         self._mj = mujoco
