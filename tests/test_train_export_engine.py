@@ -138,6 +138,14 @@ def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
     assert folder("dbp", dbp_batch_size=PolicyBenchConfig().batch_size) == tmp_path / "dbp"  # the common batch
     for options in ({"num_generated": 8}, {"neighbour_positives": 1}, {"temperatures": (0.1,)}):
         assert folder("dbp", **options) != tmp_path / "dbp", options
+    # a learning rate is both methods' unless DBP is given its own
+    assert folder("diffusion", state_noise=0.1, lr=3e-3) == tmp_path / "diffusion_state_noise0.1_lr0.003"
+    assert folder("dbp", state_noise=0.1, lr=3e-3) == tmp_path / "dbp_state_noise0.1_lr0.003"
+    assert folder("diffusion", dbp_lr=3e-3) == tmp_path / "diffusion"
+    assert bench_recipe(PolicyBenchConfig(lr=2e-3, dbp_lr=3e-3), "dbp").lr == 3e-3
+    assert folder("dbp", lr=PolicyBenchConfig().lr) == tmp_path / "dbp"
+    with pytest.raises(ValueError, match="lr"):
+        PolicyBenchConfig(dbp_lr=0.0)
     with pytest.raises(ValueError, match="num_generated"):
         PolicyBenchConfig(num_generated=1)
     with pytest.raises(ValueError, match="temperatures"):
@@ -585,6 +593,10 @@ def test_cli_train_export_eval(tmp_path):
     bad_noise = subprocess.run(cli + ["train", str(dataset), "--state-noise", "-1"], capture_output=True, text=True,
                                timeout=120)
     assert bad_noise.returncode == 2 and "--state-noise: must be a finite number >= 0, got -1" in bad_noise.stderr
+    bad_lr = subprocess.run(cli + ["bench", "policy", "--dbp-lr", "0", "--out", str(tmp_path / "b")], capture_output=True,
+                            text=True, timeout=120)
+    assert bad_lr.returncode == 2 and "--dbp-lr: must be a finite number > 0, got 0" in bad_lr.stderr
+    assert not (tmp_path / "b").exists()  # refused before any demonstration is recorded
     export = subprocess.run(cli + ["export", str(tmp_path / "t" / "checkpoint.pt"), "--out", str(tmp_path / "m")],
                             capture_output=True, text=True, timeout=300)
     assert export.returncode == 0, export.stderr

@@ -43,6 +43,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def _dims(text: str) -> tuple[int, ...]:
     try:
         dims = tuple(int(d) for d in text.split(","))
@@ -89,7 +96,7 @@ def _bench_policy(args: argparse.Namespace) -> int:
 
     cfg = PolicyBenchConfig(out_dir=args.out, tasks=tuple(args.task), demos=args.demos, steps=args.steps,
                             batch_size=args.batch_size, preset=args.preset, state_noise=args.state_noise,
-                            dbp_batch_size=args.dbp_batch_size, num_generated=args.num_generated,
+                            lr=args.lr, dbp_lr=args.dbp_lr, dbp_batch_size=args.dbp_batch_size, num_generated=args.num_generated,
                             neighbour_positives=args.neighbour_positives, temperatures=args.temperatures,
                             eval_episodes=args.episodes, latency_calls=args.latency_calls, threads=args.threads,
                             progress=not args.quiet)
@@ -442,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     mm.add_argument("--out", type=Path, default=d.out_dir, help="output folder")
     mm.add_argument("--steps", type=_positive_int, default=d.steps, help="training steps per method")
     mm.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="observations per batch")
-    mm.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (all methods)")
+    mm.add_argument("--lr", type=_positive_float, default=d.lr, help="peak learning rate (all methods)")
     mm.add_argument("--ema-decay", type=float, default=d.ema_max_decay, help="maximum EMA decay (all methods)")
     mm.add_argument("--train-demos", type=_positive_int, default=d.train_demos, help="expert demonstrations")
     mm.add_argument("--down-dims", type=_dims, default=d.down_dims, help="U-Net widths, e.g. 64,128,256")
@@ -470,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--preset", default=pb_defaults.preset, help="U-Net preset (small, paper)")
     pb.add_argument("--state-noise", type=_non_negative_float, default=pb_defaults.state_noise, metavar="STD",
                     help="both methods: std of the training windows' state offsets (see dbp train)")
+    pb.add_argument("--lr", type=_positive_float, default=pb_defaults.lr, help="both methods: peak learning rate")
+    pb.add_argument("--dbp-lr", type=_positive_float, default=None, help="DBP: peak learning rate (default: --lr)")
     pb.add_argument("--dbp-batch-size", type=_positive_int, default=None,
                     help="DBP: observations per step (default: --batch-size); it draws --num-generated samples of each")
     pb.add_argument("--num-generated", type=_positive_int, default=pb_defaults.num_generated,
@@ -608,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--n-action-steps", type=_positive_int, default=t.n_action_steps, help="steps executed per chunk")
     tr.add_argument("--steps", type=_positive_int, default=t.steps)
     tr.add_argument("--batch-size", type=_positive_int, default=t.batch_size)
-    tr.add_argument("--lr", type=float, default=t.lr)
+    tr.add_argument("--lr", type=_positive_float, default=t.lr)
     tr.add_argument("--ema-decay", type=float, default=t.ema_max_decay)
     tr.add_argument("--seed", type=int, default=t.seed)
     tr.add_argument("--num-generated", type=_positive_int, default=t.num_generated,

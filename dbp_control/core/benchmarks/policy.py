@@ -55,6 +55,8 @@ class PolicyBenchConfig:
     batch_size: int = 64
     preset: str = "small"
     state_noise: float = 0.0  # both methods' training windows (`TrainRecipe.state_noise`)
+    lr: float = TrainRecipe.lr  # both methods' peak learning rate, unless dbp_lr sets DBP's
+    dbp_lr: float | None = None
     # DBP's drift field: observations per step (None: batch_size), samples per observation, neighbour
     # positives and kernel temperatures (`TrainRecipe`)
     dbp_batch_size: int | None = None
@@ -209,22 +211,26 @@ def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range
 
 def bench_recipe(cfg: PolicyBenchConfig, method: str) -> TrainRecipe:
     """The recipe `method` trains with: one budget (steps, preset, state offsets) for both methods, and
-    DBP's own drift-field settings."""
+    DBP's own drift-field settings and, when set, its own learning rate."""
     common = {"method": method, "obs": "state", "preset": cfg.preset, "steps": cfg.steps, "seed": cfg.seed,
               "state_noise": cfg.state_noise}
     if method != "dbp":
-        return TrainRecipe(**common, batch_size=cfg.batch_size)
-    return TrainRecipe(**common, batch_size=cfg.dbp_batch_size or cfg.batch_size, num_generated=cfg.num_generated,
-                       neighbour_positives=cfg.neighbour_positives, temperatures=tuple(cfg.temperatures))
+        return TrainRecipe(**common, batch_size=cfg.batch_size, lr=cfg.lr)
+    dbp_lr = cfg.lr if cfg.dbp_lr is None else cfg.dbp_lr
+    return TrainRecipe(**common, batch_size=cfg.dbp_batch_size or cfg.batch_size, lr=dbp_lr,
+                       num_generated=cfg.num_generated, neighbour_positives=cfg.neighbour_positives,
+                       temperatures=tuple(cfg.temperatures))
 
 
 def training_folder(task_root: Path, recipe: TrainRecipe, batch_size: int) -> Path:
-    """A folder per recipe variant: a run with another noise level or drift field trains afresh beside the
-    earlier one (resuming a checkpoint of another recipe is refused) instead of failing on it. `batch_size`
-    is the bench's common one; a DBP batch that differs from it is part of the name."""
+    """A folder per recipe variant: a run with another noise level, learning rate or drift field trains
+    afresh beside the earlier one (resuming a checkpoint of another recipe is refused) instead of failing on
+    it. `batch_size` is the bench's common one; a DBP batch that differs from it is part of the name."""
     parts = [recipe.method]
     if recipe.state_noise:
         parts.append(f"state_noise{recipe.state_noise:g}")
+    if recipe.lr != TrainRecipe.lr:
+        parts.append(f"lr{recipe.lr:g}")
     if recipe.method == "dbp":
         if recipe.batch_size != batch_size:
             parts.append(f"batch{recipe.batch_size}")

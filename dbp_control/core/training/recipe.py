@@ -61,6 +61,8 @@ class TrainRecipe:
             raise ValueError(f"temperatures must be positive numbers, got {self.temperatures}")
         if self.neighbour_positives < 0:
             raise ValueError(f"neighbour_positives must be >= 0, got {self.neighbour_positives}")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if not math.isfinite(self.state_noise) or self.state_noise < 0:
             raise ValueError(f"state_noise must be a finite number >= 0, got {self.state_noise}")
         if self.obs not in OBSERVATIONS:
