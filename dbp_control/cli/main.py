@@ -96,8 +96,9 @@ def _bench_policy(args: argparse.Namespace) -> int:
 
     cfg = PolicyBenchConfig(out_dir=args.out, tasks=tuple(args.task), demos=args.demos, steps=args.steps,
                             batch_size=args.batch_size, preset=args.preset, state_noise=args.state_noise,
-                            lr=args.lr, dbp_lr=args.dbp_lr, dbp_batch_size=args.dbp_batch_size, num_generated=args.num_generated,
-                            neighbour_positives=args.neighbour_positives, temperatures=args.temperatures,
+                            lr=args.lr, dbp_lr=args.dbp_lr, dbp_batch_size=args.dbp_batch_size,
+                            num_generated=args.num_generated, neighbour_positives=args.neighbour_positives,
+                            temperatures=args.temperatures,
                             eval_episodes=args.episodes, latency_calls=args.latency_calls, threads=args.threads,
                             progress=not args.quiet)
     result = run_policy_benchmark(cfg)
