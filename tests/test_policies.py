@@ -46,6 +46,24 @@ def test_dbp_is_one_network_call_and_the_noise_controls_the_sample():
     assert not torch.allclose(a, policy.predict_chunk(state, noise=-z))
 
 
+@pytest.mark.parametrize("config", [DBPConfig(**SHAPE), DiffusionConfig(**SHAPE)])
+def test_noise_scale_zero_samples_one_chunk_per_observation(config):
+    """Scale 0 removes every noise the sampler draws (z, and DDPM's per-step noise); other scales sample,
+    and a bad scale is refused by name."""
+    policy = _policy(config).eval()
+    state = torch.randn(1, 2, 4)
+
+    def draw(scale, seed):
+        return policy.predict_chunk(state, generator=torch.Generator().manual_seed(seed), noise_scale=scale)
+
+    torch.testing.assert_close(draw(0.0, 1), draw(0.0, 2))
+    assert not torch.allclose(draw(0.5, 1), draw(0.5, 2))
+    assert not torch.allclose(draw(0.5, 1), draw(1.0, 1))
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="noise_scale must be a finite number >= 0"):
+            draw(bad, 1)
+
+
 def test_dbp_diagnostics_report_drift_forces():
     _, diagnostics = _policy(DBPConfig(**SHAPE)).compute_loss({"state": torch.randn(8, 2, 4), "action": torch.randn(8, 8, 2)})
     assert {"scale", "force_rms_tau=0.02", "force_rms_tau=0.05", "force_rms_tau=0.2"} <= set(diagnostics)

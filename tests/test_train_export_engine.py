@@ -150,26 +150,40 @@ def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
         PolicyBenchConfig(num_generated=1)
     with pytest.raises(ValueError, match="temperatures"):
         PolicyBenchConfig(temperatures=(0.1, 0.0))
+    with pytest.raises(ValueError, match="noise_scale must be a finite number >= 0"):
+        PolicyBenchConfig(noise_scales=(1.0, -0.5))
+    for scales in ((), (0.0, 0.0)):
+        with pytest.raises(ValueError, match="noise_scales must be one or more different scales"):
+            PolicyBenchConfig(noise_scales=scales)
 
 
 def test_bench_table_judges_each_goal_and_the_plot_is_written(tmp_path):
     from dbp_control.core.benchmarks.policy import (PolicyBenchResult, VariantResult, format_policy_table,
                                                     plot_policy_benchmark)
 
-    def variant(task, label, successes, ms):
-        return VariantResult(task, label, {"DBP": 1, "DDIM-10": 10, "DDPM-100": 100}[label], successes, 50, [ms] * 10)
+    def variant(task, label, successes, ms, scale=1.0):
+        nfe = {"DBP": 1, "DDIM-10": 10, "DDPM-100": 100}[label]
+        return VariantResult(task, label, nfe, successes, 50, [ms] * 10, scale)
 
     result = PolicyBenchResult(
         [variant("lift", "DBP", 50, 3.0), variant("lift", "DDIM-10", 41, 30.0), variant("lift", "DDPM-100", 47, 360.0),
+         variant("lift", "DBP", 49, 3.0, 0.0), variant("lift", "DDIM-10", 41, 30.0, 0.0),
+         variant("lift", "DDPM-100", 47, 360.0, 0.0),
          variant("handover", "DBP", 6, 3.0), variant("handover", "DDIM-10", 6, 30.0),
-         variant("handover", "DDPM-100", 16, 150.0)],
+         variant("handover", "DDPM-100", 16, 150.0), variant("handover", "DBP", 32, 3.0, 0.0),
+         variant("handover", "DDIM-10", 30, 30.0, 0.0), variant("handover", "DDPM-100", 27, 150.0, 0.0)],
         head_ms=[1.5] * 90 + [2.5] * 10, head_int8_ms=[1.2] * 100, encoder_ms=[6.0], encoder_int8_ms=[3.0],
         providers=["CPUExecutionProvider"], train_seconds={})
     table = format_policy_table(result)
-    assert "lift: DBP success 50/50 vs DDPM-100 47/50 (goal: at least as successful: met); " \
-           "latency ratio DDPM-100 / DBP 120 (goal >= 80: met)" in table
-    assert "handover: DBP success 6/50 vs DDPM-100 16/50 (goal: at least as successful: NOT met); " \
-           "latency ratio DDPM-100 / DBP 50 (goal >= 80: NOT met)" in table
+    # each noise scale judged on its own: DBP against DDPM-100 sampled with the same scale
+    assert "lift, noise scale 1: DBP success 50/50 vs DDPM-100 47/50 (goal: at least as successful: met)" in table
+    assert "lift, noise scale 0: DBP success 49/50 vs DDPM-100 47/50 (goal: at least as successful: met)" in table
+    assert "handover, noise scale 1: DBP success 6/50 vs DDPM-100 16/50 (goal: at least as successful: NOT met)" \
+        in table
+    assert "handover, noise scale 0: DBP success 32/50 vs DDPM-100 27/50 (goal: at least as successful: met)" in table
+    assert "lift: latency ratio DDPM-100 / DBP 120 (goal >= 80: met)" in table
+    assert "handover: latency ratio DDPM-100 / DBP 50 (goal >= 80: NOT met)" in table
+    assert re.search(r"^handover +DDPM-100 +100 +0 +27/50 .* 50\.0$", table, re.MULTILINE), table
     assert "head-only p99 2.50 ms (goal < 2 ms: NOT met)" in table  # median 1.5 ms, but one call in ten takes 2.5
     assert "INT8 head-only p99 1.20 ms (goal < 2 ms: met)" in table
     plot_policy_benchmark(result, tmp_path / "bench.png")
@@ -179,22 +193,27 @@ def test_bench_table_judges_each_goal_and_the_plot_is_written(tmp_path):
 def test_bench_runs_end_to_end_and_its_evaluation_does_not_depend_on_the_timing(tmp_path):
     from dbp_control.core.benchmarks.policy import PolicyBenchConfig, run_policy_benchmark
 
-    def run(calls):
+    def run(calls, noise_scales):
         cfg = PolicyBenchConfig(out_dir=tmp_path, demos=2, steps=2, batch_size=4, eval_episodes=2, latency_calls=calls,
-                                progress=False)
+                                noise_scales=noise_scales, progress=False)
         return run_policy_benchmark(cfg)
 
-    first, second = run(20), run(40)  # the second reuses demonstrations, dataset, checkpoints and exports
-    assert [(v.label, v.nfe, len(v.latency_ms)) for v in first.variants] == [
-        ("DBP", 1, 20), ("DDIM-10", 10, 20), ("DDPM-100", 100, 10)]
+    # the second run reuses demonstrations, dataset, checkpoints and exports
+    first, second = run(20, (1.0, 0.0)), run(40, (1.0,))
+    assert [(v.label, v.nfe, v.noise_scale, len(v.latency_ms)) for v in first.variants] == [
+        ("DBP", 1, 1.0, 20), ("DBP", 1, 0.0, 20), ("DDIM-10", 10, 1.0, 20), ("DDIM-10", 10, 0.0, 20),
+        ("DDPM-100", 100, 1.0, 10), ("DDPM-100", 100, 0.0, 10)]
+    assert first.variants[0].latency_ms is first.variants[1].latency_ms  # timed once per graph
     assert len(first.head_ms) == len(first.head_int8_ms) == 20 and len(second.encoder_int8_ms) == 40
-    assert [(v.successes, v.episodes) for v in first.variants] == [(v.successes, v.episodes) for v in second.variants]
+    # neither the timing nor another scale's evaluation changes what scale 1 scores
+    assert [(v.successes, v.episodes) for v in first.variants if v.noise_scale == 1.0] == \
+        [(v.successes, v.episodes) for v in second.variants]
     assert first.variants[0].episodes == 2 and (tmp_path / "bench_policy.png").exists()
     # each evaluation was logged as it finished, both runs' in order, so an interrupted run keeps its scores
     logged = [json.loads(line) for line in (tmp_path / "evaluations.jsonl").read_text().splitlines()]
-    assert [(r["label"], r["successes"], r["episodes"], r["seeds"]) for r in logged] == [
-        (v.label, v.successes, v.episodes, [100_000, 100_001]) for v in first.variants + second.variants]
-    assert logged[0]["checkpoint_sha256"] == logged[3]["checkpoint_sha256"] != logged[1]["checkpoint_sha256"]
+    assert [(r["label"], r["noise_scale"], r["successes"], r["episodes"], r["seeds"]) for r in logged] == [
+        (v.label, v.noise_scale, v.successes, v.episodes, [100_000, 100_001]) for v in first.variants + second.variants]
+    assert logged[0]["checkpoint_sha256"] == logged[6]["checkpoint_sha256"] != logged[2]["checkpoint_sha256"]
 
 
 def test_bench_reuses_an_export_only_when_this_exporter_wrote_it(state_checkpoint, tmp_path):
@@ -479,6 +498,20 @@ def test_diffusion_exports_ddim_and_ddpm_with_caller_noise(tmp_path):
     export_policy(checkpoint, tmp_path / "ddpm", sampler="ddpm")
     diff, engine = parity(tmp_path / "ddpm", checkpoint)
     assert diff < 1e-4 and engine.sidecar["nfe"] == 100 and engine.z_steps_shape == (99, 1, 8, 14)
+    # noise scale: the same draws scaled, z and the per-step noise alike; 0 matches torch's deterministic chunk
+    unit, half = PolicyEngine(tmp_path / "ddpm"), PolicyEngine(tmp_path / "ddpm", noise_scale=0.5)
+    unit_draw, half_draw = unit.noise(), half.noise()
+    assert unit_draw.keys() == half_draw.keys() == {"z", "z_steps"}
+    for name, value in unit_draw.items():
+        np.testing.assert_allclose(half_draw[name], 0.5 * value)
+    deterministic = PolicyEngine(tmp_path / "ddpm", noise_scale=0.0)
+    assert not any(value.any() for value in deterministic.noise().values())
+    policy.use_sampler("ddpm", 100)
+    with torch.no_grad():
+        expected = policy.predict_chunk(torch.from_numpy(state)[None], noise_scale=0.0)[0].numpy()
+    assert np.abs(deterministic.predict(state) - expected).max() < 1e-4
+    with pytest.raises(EngineError, match="noise_scale must be a finite number >= 0"):
+        PolicyEngine(tmp_path / "ddpm", noise_scale=-1.0)
 
 
 def test_a_diffusion_image_policy_runs_its_sampler_as_one_onnx_loop(tmp_path):
@@ -596,20 +629,27 @@ def test_cli_train_export_eval(tmp_path):
     bad_lr = subprocess.run(cli + ["bench", "policy", "--dbp-lr", "0", "--out", str(tmp_path / "b")], capture_output=True,
                             text=True, timeout=120)
     assert bad_lr.returncode == 2 and "--dbp-lr: must be a finite number > 0, got 0" in bad_lr.stderr
+    twice = subprocess.run(cli + ["bench", "policy", "--noise-scale", "0", "--noise-scale", "0", "--out",
+                                  str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
+    assert twice.returncode == 2 and "noise_scales must be one or more different scales, got [0.0, 0.0]" in twice.stderr
     assert not (tmp_path / "b").exists()  # refused before any demonstration is recorded
     export = subprocess.run(cli + ["export", str(tmp_path / "t" / "checkpoint.pt"), "--out", str(tmp_path / "m")],
                             capture_output=True, text=True, timeout=300)
     assert export.returncode == 0, export.stderr
     ev = subprocess.run(cli + ["eval", str(tmp_path / "m"), "--task", "lift", "--episodes", "1", "--strip", "1",
-                               "--out", str(tmp_path / "e"), "--quiet"], capture_output=True, text=True, timeout=300)
+                               "--out", str(tmp_path / "e"), "--quiet", "--noise-scale", "0.5"],
+                        capture_output=True, text=True, timeout=300)
     assert ev.returncode == 0, ev.stderr
     # two training steps: success is up to chance (it differed between CPUs), the report's form is not
     assert re.search(r"^lift: [01]/1 successful \(", ev.stdout, re.MULTILINE), ev.stdout
-    assert "ONNX Runtime (CPUExecutionProvider, float32 head)" in ev.stdout
+    assert "ONNX Runtime (CPUExecutionProvider, float32 head), noise scale 0.5," in ev.stdout
     assert (tmp_path / "e" / "eval_lift.png").exists()
     bad = subprocess.run(cli + ["eval", str(tmp_path / "m"), "--task", "juggle"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 2 and "unknown task 'juggle'" in bad.stderr
+    bad_scale = subprocess.run(cli + ["eval", str(tmp_path / "m"), "--task", "lift", "--noise-scale", "-1"],
+                               capture_output=True, text=True, timeout=120)
+    assert bad_scale.returncode == 2 and "--noise-scale: must be" in bad_scale.stderr, bad_scale.stderr
     for policy, message in ((tmp_path / "m", r"has no graph\(s\) \['head_int8'\] \(export with --int8-head\)"),
                             (tmp_path / "t" / "checkpoint.pt", r"--head-precision int8 needs an exported folder")):
         int8 = subprocess.run(cli + ["eval", str(policy), "--task", "lift", "--head-precision", "int8"],

@@ -99,8 +99,8 @@ def _bench_policy(args: argparse.Namespace) -> int:
                             lr=args.lr, dbp_lr=args.dbp_lr, dbp_batch_size=args.dbp_batch_size,
                             num_generated=args.num_generated, neighbour_positives=args.neighbour_positives,
                             temperatures=args.temperatures,
-                            eval_episodes=args.episodes, latency_calls=args.latency_calls, threads=args.threads,
-                            progress=not args.quiet)
+                            eval_episodes=args.episodes, noise_scales=tuple(args.noise_scale or (1.0,)),
+                            latency_calls=args.latency_calls, threads=args.threads, progress=not args.quiet)
     result = run_policy_benchmark(cfg)
     print(format_policy_table(result))
     print(f"\nplot: {cfg.out_dir / 'bench_policy.png'}\nresults: {cfg.out_dir / 'results.json'}")
@@ -263,14 +263,15 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_chunk_policy(path: Path, *, seed: int = 0, head_precision: str = "float32"):  # noqa: ANN201 (a ChunkPolicy)
+def load_chunk_policy(path: Path, *, seed: int = 0, head_precision: str = "float32",  # noqa: ANN201 (a ChunkPolicy)
+                      noise_scale: float = 1.0):
     """An exported policy folder (ONNX Runtime) or a training checkpoint (torch), with its step rate."""
     from dbp_control.core.evaluation.closed_loop import TorchChunkPolicy
     from dbp_control.core.inference.engine import PolicyEngine
     from dbp_control.core.training.checkpoint import load_policy, read_checkpoint
 
     if path.is_dir():
-        engine = PolicyEngine(path, head_precision=head_precision)
+        engine = PolicyEngine(path, head_precision=head_precision, noise_scale=noise_scale)
         return engine, float(engine.step_hz), f"ONNX Runtime ({engine.providers[0]}, {head_precision} head)"
     if head_precision != "float32":
         raise ValueError(f"--head-precision {head_precision} needs an exported folder (`dbp export --int8-head`), "
@@ -278,7 +279,7 @@ def load_chunk_policy(path: Path, *, seed: int = 0, head_precision: str = "float
     metadata = read_checkpoint(path).get("metadata") or {}
     if "dataset" not in metadata:
         raise ValueError(f"{path} was not made by `dbp train` (no dataset layout and step rate in it)")
-    policy = TorchChunkPolicy(load_policy(path), tuple(metadata["state_keys"]), seed=seed)
+    policy = TorchChunkPolicy(load_policy(path), tuple(metadata["state_keys"]), seed=seed, noise_scale=noise_scale)
     return policy, float(metadata["dataset"]["rate_hz"]), "torch"
 
 
@@ -289,13 +290,15 @@ def _eval(args: argparse.Namespace) -> int:
     from dbp_control.core.sim.tasks import make_task
 
     make_task(args.task)  # an unknown task fails before loading anything
-    policy, step_hz, runtime = load_chunk_policy(args.policy, seed=args.seed, head_precision=args.head_precision)
+    policy, step_hz, runtime = load_chunk_policy(args.policy, seed=args.seed, head_precision=args.head_precision,
+                                                 noise_scale=args.noise_scale)
     seeds = range(args.seed, args.seed + args.episodes)
     result = evaluate(policy, args.task, seeds, step_hz=step_hz, strip_episodes=args.strip,
                       progress=lambda s: tqdm(s, desc=f"eval {args.task}", disable=args.quiet))
     low, high = result.interval
     print(f"{args.task}: {result.successes}/{len(result.episodes)} successful ({result.rate:.0%}, 95% CI "
-          f"{low:.0%}-{high:.0%}), policy {args.policy} via {runtime}, seeds {seeds.start}-{seeds.stop - 1}")
+          f"{low:.0%}-{high:.0%}), policy {args.policy} via {runtime}, noise scale {args.noise_scale:g}, "
+          f"seeds {seeds.start}-{seeds.stop - 1}")
     if args.strip:
         args.out.mkdir(parents=True, exist_ok=True)
         strip = args.out / f"eval_{args.task}.png"
@@ -489,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--temperatures", type=_temperatures, default=pb_defaults.temperatures,
                     help="DBP: kernel temperatures of the drift field, comma-separated")
     pb.add_argument("--episodes", type=_positive_int, default=pb_defaults.eval_episodes, help="evaluation episodes")
+    pb.add_argument("--noise-scale", type=_non_negative_float, action="append", default=None, metavar="S",
+                    help="every method is evaluated at each of these sampling-noise scales (repeatable; default 1: "
+                    "the learned distribution; 0: deterministic; see dbp eval)")
     pb.add_argument("--latency-calls", type=_positive_int, default=pb_defaults.latency_calls)
     pb.add_argument("--threads", type=_positive_int, default=pb_defaults.threads, help="ONNX Runtime threads")
     pb.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -650,6 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.add_argument("--head-precision", choices=("float32", "int8"), default="float32",
                     help="an exported policy's head: float32, or INT8 as `dbp export --int8-head` writes it")
+    ev.add_argument("--noise-scale", type=_non_negative_float, default=1.0, metavar="S",
+                    help="standard deviation of the sampling noise (z, and DDPM's per-step noise): 1 samples the "
+                    "learned distribution, 0 gives one deterministic chunk per observation")
     ev.set_defaults(func=_eval)
 
     ex = commands.add_parser("export", help="export a checkpoint to ONNX (+ policy.yaml) for the inference engine",

@@ -66,6 +66,9 @@ INFERENCE_DEFAULTS: dict[str, Any] = {
     "encoder_precision": "float32",
     # int8: the head of `dbp export --int8-head`, its widest convolutions quantised (its error is there too)
     "head_precision": "float32",
+    # standard deviation of the sampling noise (z, and a DDPM head's per-step noise): 1 samples the learned
+    # distribution, 0 gives one deterministic chunk per observation (README: success against noise scale)
+    "noise_scale": 1.0,
     "stats_window_s": 10.0,  # the status reports timings over this window
     # SCHED_FIFO priority of both nodes' executors (0: normal scheduling); the frame worker stays below it
     "realtime_priority": 40,
@@ -207,7 +210,7 @@ class InferenceNode:
         self.tick_thread_cpus: list[int] | None = None  # the affinity in effect, read back once pinned
         torch.set_num_threads(1)  # image resizing on the frame worker: no second busy-waiting thread pool
         self.engine = PolicyEngine(model, threads=p["threads"], encoder_precision=p["encoder_precision"],
-                                   head_precision=p["head_precision"])
+                                   head_precision=p["head_precision"], noise_scale=p["noise_scale"])
         node.logger.info("policy %s (%s, NFE %d, %s head, %s encoders) on %s", model.name,
                          self.engine.sidecar["method"], self.engine.sidecar["nfe"], p["head_precision"],
                          p["encoder_precision"], ", ".join(self.engine.providers))
@@ -285,7 +288,7 @@ class InferenceNode:
                 "observation_age_ms": self.observation_age.summary(now),  # joint state stamp -> tick
                 "obs_to_publish_ms": self.publish_age.summary(now),  # joint state stamp -> chunk published
                 "providers": self.engine.providers, "encoder_precision": self.engine.encoder_precision,
-                "head_precision": self.engine.head_precision,
+                "head_precision": self.engine.head_precision, "noise_scale": self.engine.noise_scale,
                 "head_thread_cpus": self.tick_thread_cpus,
                 "realtime_priority": self.realtime_priority}
 

@@ -30,6 +30,7 @@ from dbp_control.core.export.onnx_export import (SIDECAR, SIDECAR_VERSION, expor
 from dbp_control.core.export.quantize import quantize_encoder, quantize_head
 from dbp_control.core.inference.engine import PolicyEngine, session_options
 from dbp_control.core.policies.dbp.drift import DEFAULT_TEMPERATURES
+from dbp_control.core.policies.base import check_noise_scale
 from dbp_control.core.policies.dbp.modeling import DBPConfig
 from dbp_control.core.sim.record import record_episode
 from dbp_control.core.sim.robot import DualArmSim
@@ -64,6 +65,9 @@ class PolicyBenchConfig:
     neighbour_positives: int = DBPConfig.neighbour_positives
     temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
     eval_episodes: int = 50
+    # each method is evaluated at each sampling-noise scale (`PolicyEngine.noise_scale`; 1: the learned
+    # distribution, 0: deterministic), the same scale for every method
+    noise_scales: tuple[float, ...] = (1.0,)
     latency_calls: int = 1000  # p99 over fewer calls is one or two outliers; DDPM-100 uses a tenth of this
     threads: int = 2
     seed: int = 0
@@ -72,6 +76,9 @@ class PolicyBenchConfig:
     def __post_init__(self) -> None:
         for method in ("dbp", "diffusion"):  # bad settings fail here, before any demonstration is recorded
             bench_recipe(self, method)
+        self.noise_scales = tuple(check_noise_scale(scale) for scale in self.noise_scales)
+        if not self.noise_scales or len(set(self.noise_scales)) != len(self.noise_scales):
+            raise ValueError(f"noise_scales must be one or more different scales, got {list(self.noise_scales)}")
 
 
 @dataclass
@@ -82,6 +89,7 @@ class VariantResult:
     successes: int
     episodes: int
     latency_ms: list[float] = field(repr=False)
+    noise_scale: float = 1.0
 
     @property
     def p50(self) -> float:
@@ -196,12 +204,12 @@ def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range
     from tqdm.auto import tqdm
 
     low, high = wilson_interval(variant.successes, variant.episodes)
-    line = (f"{variant.task} {variant.label}: {variant.successes}/{variant.episodes} ({low:.0%}-{high:.0%}), "
-            f"chunk p50 {variant.p50:.2f} ms, p99 {variant.p99:.2f} ms")
+    line = (f"{variant.task} {variant.label} (noise scale {variant.noise_scale:g}): {variant.successes}/"
+            f"{variant.episodes} ({low:.0%}-{high:.0%}), chunk p50 {variant.p50:.2f} ms, p99 {variant.p99:.2f} ms")
     if cfg.progress:
         tqdm.write(line)
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "task": variant.task, "label": variant.label,
-              "successes": variant.successes, "episodes": variant.episodes,
+              "noise_scale": variant.noise_scale, "successes": variant.successes, "episodes": variant.episodes,
               "seeds": [seeds.start, seeds.stop - 1], "p50_ms": variant.p50, "p99_ms": variant.p99,
               "checkpoint_sha256": source["checkpoint_sha256"], "state_noise": cfg.state_noise,
               "recipe": asdict(recipe)}
@@ -271,21 +279,24 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
         for label, method, sampler, steps in VARIANTS:
             model = root / "onnx" / label.lower()
             _export_if_stale(checkpoints[method], model, sampler, steps)
-            engine = PolicyEngine(model, threads=cfg.threads)
-            providers = engine.providers
-            state = np.zeros((engine.n_obs_steps, engine.state_dim), np.float32)
-            calls = max(10, cfg.latency_calls // 10) if engine.sidecar["nfe"] > 10 else cfg.latency_calls
-            # one noise draw for every timed call: the evaluation's noise stream then does not depend on
-            # how many calls were timed (it did, and the same checkpoints scored differently)
-            noise = engine.noise()
-            latency = _latency(lambda engine=engine, state=state, noise=noise: engine.act(state, noise=noise), calls)
-            seeds = range(EVAL_SEED, EVAL_SEED + cfg.eval_episodes)
-            evaluation = evaluate(engine, task, seeds, step_hz=float(engine.step_hz),
-                                  progress=bar(f"{task}: eval {label}"))
-            variant = VariantResult(task, label, int(engine.sidecar["nfe"]), evaluation.successes,
-                                    len(evaluation.episodes), latency)
-            variants.append(variant)
-            _log_evaluation(cfg, variant, seeds, engine.sidecar["source"], recipes[method])  # the sidecar the engine read
+            latency: list[float] = []
+            for scale in cfg.noise_scales:  # a fresh engine per scale: each scale's noise stream starts alike
+                engine = PolicyEngine(model, threads=cfg.threads, noise_scale=scale)
+                providers = engine.providers
+                # one noise draw for every timed call: the evaluation's noise stream then does not depend on
+                # how many calls were timed (it did, and the same checkpoints scored differently)
+                noise = engine.noise()
+                if not latency:  # the scale changes the noise's values, not the cost: timed once
+                    state = np.zeros((engine.n_obs_steps, engine.state_dim), np.float32)
+                    calls = max(10, cfg.latency_calls // 10) if engine.sidecar["nfe"] > 10 else cfg.latency_calls
+                    latency = _latency(lambda e=engine, state=state, noise=noise: e.act(state, noise=noise), calls)
+                seeds = range(EVAL_SEED, EVAL_SEED + cfg.eval_episodes)
+                evaluation = evaluate(engine, task, seeds, step_hz=float(engine.step_hz),
+                                      progress=bar(f"{task}: eval {label}, noise scale {scale:g}"))
+                variant = VariantResult(task, label, int(engine.sidecar["nfe"]), evaluation.successes,
+                                        len(evaluation.episodes), latency, scale)
+                variants.append(variant)
+                _log_evaluation(cfg, variant, seeds, engine.sidecar["source"], recipes[method])  # the sidecar read
     # in a fresh process, as the policy node runs: after the evaluations above, this process timed the same
     # graphs a third slower (p50 2.96 against 2.2 ms for the float head)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
@@ -303,14 +314,18 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
     return result
 
 
+def _row(result: PolicyBenchResult, task: str, label: str, noise_scale: float) -> VariantResult:
+    return next(v for v in result.variants if v.task == task and v.label == label and v.noise_scale == noise_scale)
+
+
 def format_policy_table(result: PolicyBenchResult) -> str:
-    lines = [f"{'task':<10} {'method':<9} {'NFE':>4} {'success':>8} {'95% CI':>10} {'p50 ms':>8} {'p99 ms':>8} "
-             f"{'p50 / DBP':>9}", "-" * 74]
+    lines = [f"{'task':<10} {'method':<9} {'NFE':>4} {'noise':>6} {'success':>8} {'95% CI':>10} {'p50 ms':>8} "
+             f"{'p99 ms':>8} {'p50 / DBP':>9}", "-" * 81]
     for v in result.variants:
-        dbp = next(x for x in result.variants if x.task == v.task and x.label == "DBP")
+        dbp = _row(result, v.task, "DBP", v.noise_scale)
         low, high = wilson_interval(v.successes, v.episodes)
-        lines.append(f"{v.task:<10} {v.label:<9} {v.nfe:>4} {v.successes:>4}/{v.episodes:<3} {low:>4.0%}-{high:<4.0%}"
-                     f" {v.p50:>8.2f} {v.p99:>8.2f} {v.p50 / dbp.p50:>9.1f}")
+        lines.append(f"{v.task:<10} {v.label:<9} {v.nfe:>4} {v.noise_scale:>6g} {v.successes:>4}/{v.episodes:<3} "
+                     f"{low:>4.0%}-{high:<4.0%} {v.p50:>8.2f} {v.p99:>8.2f} {v.p50 / dbp.p50:>9.1f}")
     head, head8 = np.asarray(result.head_ms), np.asarray(result.head_int8_ms)
     enc, enc8 = np.asarray(result.encoder_ms), np.asarray(result.encoder_int8_ms)
     lines += [
@@ -325,11 +340,14 @@ def format_policy_table(result: PolicyBenchResult) -> str:
         f"p99 {np.percentile(enc8, 99):.2f} ms",
     ]
     for task in dict.fromkeys(v.task for v in result.variants):
-        rows = {v.label: v for v in result.variants if v.task == task}
-        dbp, ddpm = rows["DBP"], rows["DDPM-100"]
-        lines.append(f"{task}: DBP success {dbp.successes}/{dbp.episodes} vs DDPM-100 {ddpm.successes}/{ddpm.episodes} "
-                     f"(goal: at least as successful: {'met' if dbp.successes >= ddpm.successes else 'NOT met'}); "
-                     f"latency ratio DDPM-100 / DBP {ddpm.p50 / dbp.p50:.0f} (goal >= 80: "
+        for scale in dict.fromkeys(v.noise_scale for v in result.variants):
+            dbp, ddpm = _row(result, task, "DBP", scale), _row(result, task, "DDPM-100", scale)
+            lines.append(f"{task}, noise scale {scale:g}: DBP success {dbp.successes}/{dbp.episodes} vs DDPM-100 "
+                         f"{ddpm.successes}/{ddpm.episodes} (goal: at least as successful: "
+                         f"{'met' if dbp.successes >= ddpm.successes else 'NOT met'})")
+        dbp, ddpm = _row(result, task, "DBP", result.variants[0].noise_scale), \
+            _row(result, task, "DDPM-100", result.variants[0].noise_scale)
+        lines.append(f"{task}: latency ratio DDPM-100 / DBP {ddpm.p50 / dbp.p50:.0f} (goal >= 80: "
                      f"{'met' if ddpm.p50 / dbp.p50 >= 80 else 'NOT met'})")
     for label, times in (("head-only", head), ("INT8 head-only", head8)):
         lines.append(f"{label} p99 {np.percentile(times, 99):.2f} ms (goal < 2 ms: "
@@ -343,25 +361,32 @@ def plot_policy_benchmark(result: PolicyBenchResult, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # grouped by task, one colour per method: nine labelled bars side by side overlap
+    # success grouped by task and noise scale, latency by task, one colour per method: nine labelled bars
+    # side by side overlap
     tasks = list(dict.fromkeys(v.task for v in result.variants))
+    scales = list(dict.fromkeys(v.noise_scale for v in result.variants))
+    groups = [(task, scale) for task in tasks for scale in scales]
     methods = list(dict.fromkeys(v.label for v in result.variants))
     width = 0.8 / len(methods)
     colours = {"DBP": "C0", "DDIM-10": "C1", "DDPM-100": "C7"}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10 + 2 * (len(groups) - len(tasks)) / 3, 3.6),
+                                      gridspec_kw={"width_ratios": [len(groups), len(tasks)]})
     for i, method in enumerate(methods):
-        rows = [next(v for v in result.variants if v.task == task and v.label == method) for task in tasks]
-        x = np.arange(len(tasks)) + (i - (len(methods) - 1) / 2) * width
+        offset = (i - (len(methods) - 1) / 2) * width
+        rows = [_row(result, task, method, scale) for task, scale in groups]
         rates = np.array([v.successes / v.episodes for v in rows])
         bounds = np.array([wilson_interval(v.successes, v.episodes) for v in rows])
         colour = colours[method]
-        left.bar(x, rates, width, yerr=[rates - bounds[:, 0], bounds[:, 1] - rates], capsize=3, color=colour,
-                 label=method)
-        right.bar(x, [v.p50 for v in rows], width, color=colour, label=method)
-        right.scatter(x, [v.p99 for v in rows], marker="_", s=80, color="k", zorder=3,
+        left.bar(np.arange(len(groups)) + offset, rates, width, yerr=[rates - bounds[:, 0], bounds[:, 1] - rates],
+                 capsize=3, color=colour, label=method)
+        timed = [_row(result, task, method, scales[0]) for task in tasks]
+        x = np.arange(len(tasks)) + offset
+        right.bar(x, [v.p50 for v in timed], width, color=colour, label=method)
+        right.scatter(x, [v.p99 for v in timed], marker="_", s=80, color="k", zorder=3,
                       label="p99" if i == len(methods) - 1 else None)
-    for axis in (left, right):
-        axis.set_xticks(np.arange(len(tasks)), tasks)
+    left.set_xticks(np.arange(len(groups)),
+                    [task if len(scales) == 1 else f"{task}\nnoise {scale:g}" for task, scale in groups])
+    right.set_xticks(np.arange(len(tasks)), tasks)
     left.set(ylabel="success rate (95% CI)", ylim=(0, 1.05), title="closed-loop success")
     left.legend(fontsize=8)
     right.set_yscale("log")

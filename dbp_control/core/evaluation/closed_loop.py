@@ -19,6 +19,7 @@ import torch
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.layout import CAMERAS
 from dbp_control.core.observation.images import resize_rgb
+from dbp_control.core.policies.base import check_noise_scale
 from dbp_control.core.sim.robot import DualArmSim
 from dbp_control.core.sim.tasks import make_task
 
@@ -41,9 +42,12 @@ class ChunkPolicy(Protocol):
 
 
 class TorchChunkPolicy:
-    """A checkpoint's policy behind the ChunkPolicy interface (EMA weights, seeded sampling)."""
+    """A checkpoint's policy behind the ChunkPolicy interface (EMA weights, seeded sampling, its noise scaled
+    by `noise_scale` as `Policy.predict_chunk` describes)."""
 
-    def __init__(self, policy: torch.nn.Module, state_keys: tuple[str, ...], *, seed: int = 0) -> None:
+    def __init__(self, policy: torch.nn.Module, state_keys: tuple[str, ...], *, seed: int = 0,
+                 noise_scale: float = 1.0) -> None:
+        self.noise_scale = check_noise_scale(noise_scale)
         self.policy = policy.eval()
         c = policy.config
         self.n_obs_steps, self.n_action_steps, self.cameras = c.n_obs_steps, c.n_action_steps, tuple(c.cameras)
@@ -57,7 +61,8 @@ class TorchChunkPolicy:
     def predict(self, state: np.ndarray, images: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         tensors = {cam: torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)[None]
                    for cam, frames in (images or {}).items()}
-        chunk = self.policy.predict_chunk(torch.from_numpy(state).float()[None], tensors or None, generator=self.generator)
+        chunk = self.policy.predict_chunk(torch.from_numpy(state).float()[None], tensors or None,
+                                          generator=self.generator, noise_scale=self.noise_scale)
         return chunk[0].numpy()
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from dbp_control.core.export.onnx_export import SIDECAR, SIDECAR_FORMAT, SIDECAR_VERSION, sha256_file
+from dbp_control.core.policies.base import check_noise_scale
 from dbp_control.core.yaml_files import load_mapping
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -103,12 +104,19 @@ def session_options(intra_threads: int, *, spinning: bool) -> Any:
 class PolicyEngine:
     def __init__(self, model_dir: Path, *, live: LiveConfig | None = None, providers: Sequence[str] | None = None,
                  threads: int = 2, warmup: int = 5, io_binding: bool | None = None,
-                 encoder_precision: str = "float32", head_precision: str = "float32") -> None:
+                 encoder_precision: str = "float32", head_precision: str = "float32",
+                 noise_scale: float = 1.0) -> None:
         """`io_binding`: bind the head's inputs and output explicitly (default: on a GPU provider, where it
         saves ONNX Runtime's own staging copies; on the CPU plain `run` is already zero-copy).
         `encoder_precision`, `head_precision`: float32, or int8 for the quantised graphs that `dbp export
-        --int8-encoders` and `--int8-head` write."""
+        --int8-encoders` and `--int8-head` write. `noise_scale`: the standard deviation of the noise `noise`
+        draws (1: the learned distribution; 0: z = 0, one deterministic chunk per observation)."""
         import onnxruntime as ort
+
+        try:
+            self.noise_scale = check_noise_scale(noise_scale)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
 
         self.model_dir = Path(model_dir)
         self.sidecar = load_sidecar(self.model_dir)
@@ -164,10 +172,12 @@ class PolicyEngine:
         return self.providers[0] != "CPUExecutionProvider"
 
     def noise(self) -> dict[str, np.ndarray]:
-        """Standard normal inputs for one chunk (z, and z_steps for DDPM)."""
+        """Normal inputs for one chunk with standard deviation `noise_scale` (z, and z_steps for DDPM)."""
         out = {"z": self._rng.standard_normal((1, self.horizon, self.action_dim), dtype=np.float32)}
         if self.z_steps_shape is not None:
             out["z_steps"] = self._rng.standard_normal(self.z_steps_shape, dtype=np.float32)
+        if self.noise_scale != 1.0:  # drawn all the same: the stream stays aligned across scales
+            out = {name: value * np.float32(self.noise_scale) for name, value in out.items()}
         return out
 
     def encode(self, camera: str, image: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ lives inside it. Subclasses differ only in how the U-Net is trained and sampled.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -99,9 +100,11 @@ class Policy(nn.Module):
         raise NotImplementedError
 
     def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None, *,
-                          film_offset: torch.Tensor | None = None) -> torch.Tensor:
-        """cond: [B, C], noise: [B, T, D] standard normal -> normalised chunk [B, T, D]. `film_offset`: the
-        U-Net's FiLM term of condition entries left out of `cond` (see `ConditionalUnet1D.forward`)."""
+                          film_offset: torch.Tensor | None = None, noise_scale: float = 1.0) -> torch.Tensor:
+        """cond: [B, C], noise: [B, T, D] (standard normal, or scaled) -> normalised chunk [B, T, D].
+        `film_offset`: the U-Net's FiLM term of condition entries left out of `cond` (see
+        `ConditionalUnet1D.forward`). `noise_scale`: the standard deviation of any noise the sampler draws
+        itself (the DDPM sampler's per-step noise)."""
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------------------
@@ -148,17 +151,30 @@ class Policy(nn.Module):
         *,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        noise_scale: float = 1.0,
     ) -> torch.Tensor:
         """Observation [B, To, S] (+ images) in robot units -> action chunk [B, horizon, D] in robot units.
-        `noise` (standard normal, [B, horizon, D]) lets the caller control sampling."""
+        `noise` ([B, horizon, D]) lets the caller control sampling. `noise_scale`: the standard deviation of
+        the noise drawn here (z when `noise` is None, and the DDPM sampler's per-step noise); 1 samples
+        the learned distribution, 0 makes the chunk a deterministic function of the observation."""
+        check_noise_scale(noise_scale)
         self._check_finite({"state": state})
         cond = self.encode(state, images)
         shape = (state.shape[0], self.config.horizon, self.config.action_dim)
         if noise is None:
-            noise = torch.randn(shape, generator=generator, device=state.device)
+            noise = torch.randn(shape, generator=generator, device=state.device) * noise_scale
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
-        return self.action_normalizer.unnormalize(self.sample_normalized(cond, noise, generator))
+        return self.action_normalizer.unnormalize(self.sample_normalized(cond, noise, generator,
+                                                                         noise_scale=noise_scale))
+
+
+def check_noise_scale(noise_scale: float) -> float:
+    """`noise_scale` if it is a finite number >= 0, else a ValueError that names it."""
+    if not isinstance(noise_scale, (int, float)) or not math.isfinite(noise_scale) or noise_scale < 0:
+        raise ValueError(f"noise_scale must be a finite number >= 0 (1: sample the learned distribution, "
+                         f"0: deterministic), got {noise_scale!r}")
+    return float(noise_scale)
 
 
 _POLICIES: dict[str, type[Policy]] = {}  # method name -> policy class, filled by @register_policy

@@ -27,6 +27,6 @@ class BCPolicy(Policy):
         return F.mse_loss(pred, action), {}
 
     def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None, *,
-                          film_offset: torch.Tensor | None = None) -> torch.Tensor:
+                          film_offset: torch.Tensor | None = None, noise_scale: float = 1.0) -> torch.Tensor:
         # the noise is ignored: BC is deterministic
         return self.net(torch.zeros_like(noise), cond, film_offset=film_offset)

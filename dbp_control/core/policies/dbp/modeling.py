@@ -49,5 +49,5 @@ class DBPPolicy(Policy):
         return loss.mean(), diagnostics
 
     def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None, *,
-                          film_offset: torch.Tensor | None = None) -> torch.Tensor:
+                          film_offset: torch.Tensor | None = None, noise_scale: float = 1.0) -> torch.Tensor:
         return self.net(noise, cond, film_offset=film_offset)

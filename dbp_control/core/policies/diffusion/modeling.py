@@ -61,16 +61,17 @@ class DiffusionPolicy(Policy):
 
     def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None,
                           step_noise: torch.Tensor | None = None, *,
-                          film_offset: torch.Tensor | None = None) -> torch.Tensor:
-        """`step_noise` [steps - 1, B, T, D]: the DDPM sampler's per-step noise, when the caller supplies it."""
+                          film_offset: torch.Tensor | None = None, noise_scale: float = 1.0) -> torch.Tensor:
+        """`step_noise` [steps - 1, B, T, D]: the DDPM sampler's per-step noise, when the caller supplies it;
+        otherwise it is drawn here with standard deviation `noise_scale`."""
         x = noise
         table = self.sampler_table().to(device=x.device, dtype=x.dtype)
         for i, row in enumerate(table):
             eps = self.net(x, cond, row[:1], film_offset=film_offset)
             step_noise_i = None
             if self.config.sampler == "ddpm" and i < len(table) - 1:  # the last step (t = 0) adds none
-                step_noise_i = (torch.randn(x.shape, generator=generator, device=x.device) if step_noise is None
-                                else step_noise[i])
+                step_noise_i = (noise_scale * torch.randn(x.shape, generator=generator, device=x.device)
+                                if step_noise is None else step_noise[i])
             x = denoise_step(x, eps, row, step_noise_i)
         return x
 
