@@ -381,9 +381,8 @@ def plot_policy_benchmark(result: PolicyBenchResult, path: Path) -> None:
                  capsize=3, color=colour, label=method)
         timed = [_row(result, task, method, scales[0]) for task in tasks]
         x = np.arange(len(tasks)) + offset
-        right.bar(x, [v.p50 for v in timed], width, color=colour, label=method)
-        right.scatter(x, [v.p99 for v in timed], marker="_", s=80, color="k", zorder=3,
-                      label="p99" if i == len(methods) - 1 else None)
+        right.bar(x, [v.p50 for v in timed], width, color=colour)  # the colours are the left panel's legend
+        right.scatter(x, [v.p99 for v in timed], marker="_", s=80, color="k", zorder=3)
     left.set_xticks(np.arange(len(groups)),
                     [task if len(scales) == 1 else f"{task}\nnoise {scale:g}" for task, scale in groups])
     right.set_xticks(np.arange(len(tasks)), tasks)
@@ -391,7 +390,6 @@ def plot_policy_benchmark(result: PolicyBenchResult, path: Path) -> None:
     left.legend(fontsize=8)
     right.set_yscale("log")
     right.set(ylabel="ms per chunk (bar p50, mark p99; log)", title="ONNX Runtime latency")
-    right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
