@@ -179,7 +179,7 @@ def test_images_of_the_wrong_encoding_or_size_are_rejected_and_the_loop_goes_on(
     nodes = {"sim_robot": ["sim_robot", "--set", "cameras=false"],
              "policy": ["policy", "--set", f"model={image_model}", "--set", f"encoder_precision={precision}",
                         "--set", f"head_precision={precision}", "--set", "head_cpus=auto",
-                        "--set", "encoder_cpus=auto"]}
+                        "--set", "encoder_cpus=auto", "--set", "noise_scale=0.5"]}
     with NodeProcesses(nodes, {"policy": "policy_status", "observation": "observation_status"}) as graph:
         publishers = {cam: graph.probe.publisher(CHANNELS[f"{cam}_image"]) for cam in CAMERAS}
         bad_frames: queue.SimpleQueue = queue.SimpleQueue()
@@ -203,6 +203,7 @@ def test_images_of_the_wrong_encoding_or_size_are_rejected_and_the_loop_goes_on(
             assert wait_for(lambda: graph.latest.get("policy", {}).get("ticks", 0) > 50, 90), graph.latest
             assert graph.latest["observation"]["rejected_images"] == 0
             assert graph.latest["policy"]["encoder_precision"] == graph.latest["policy"]["head_precision"] == precision
+            assert graph.latest["policy"]["noise_scale"] == 0.5  # the parameter reaches the engine
             # pinned ("auto"): each thread reads back its own affinity, the head's core apart from the frame worker's
             head_cpus, encoder_cpus = resolve_cpus("auto", "auto", allowed_cpus())
             assert graph.latest["policy"]["head_thread_cpus"] == list(head_cpus or allowed_cpus()), graph.latest
