@@ -29,8 +29,8 @@ from dbp_control.core.export.onnx_export import (SIDECAR, SIDECAR_VERSION, expor
                                                  sha256_file)
 from dbp_control.core.export.quantize import quantize_encoder, quantize_head
 from dbp_control.core.inference.engine import PolicyEngine, session_options
-from dbp_control.core.policies.dbp.drift import DEFAULT_TEMPERATURES
 from dbp_control.core.policies.base import check_noise_scale
+from dbp_control.core.policies.dbp.drift import DEFAULT_TEMPERATURES
 from dbp_control.core.policies.dbp.modeling import DBPConfig
 from dbp_control.core.sim.record import record_episode
 from dbp_control.core.sim.robot import DualArmSim
@@ -339,14 +339,15 @@ def format_policy_table(result: PolicyBenchResult) -> str:
         f"p99 {np.percentile(enc, 99):.2f} ms; INT8: p50 {np.percentile(enc8, 50):.2f} ms, "
         f"p99 {np.percentile(enc8, 99):.2f} ms",
     ]
+    scales = list(dict.fromkeys(v.noise_scale for v in result.variants))
     for task in dict.fromkeys(v.task for v in result.variants):
-        for scale in dict.fromkeys(v.noise_scale for v in result.variants):
+        for scale in scales:
             dbp, ddpm = _row(result, task, "DBP", scale), _row(result, task, "DDPM-100", scale)
             lines.append(f"{task}, noise scale {scale:g}: DBP success {dbp.successes}/{dbp.episodes} vs DDPM-100 "
                          f"{ddpm.successes}/{ddpm.episodes} (goal: at least as successful: "
                          f"{'met' if dbp.successes >= ddpm.successes else 'NOT met'})")
-        dbp, ddpm = _row(result, task, "DBP", result.variants[0].noise_scale), \
-            _row(result, task, "DDPM-100", result.variants[0].noise_scale)
+        # every scale's row carries the same timing of its graph
+        dbp, ddpm = _row(result, task, "DBP", scales[0]), _row(result, task, "DDPM-100", scales[0])
         lines.append(f"{task}: latency ratio DDPM-100 / DBP {ddpm.p50 / dbp.p50:.0f} (goal >= 80: "
                      f"{'met' if ddpm.p50 / dbp.p50 >= 80 else 'NOT met'})")
     for label, times in (("head-only", head), ("INT8 head-only", head8)):
