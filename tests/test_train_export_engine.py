@@ -123,9 +123,9 @@ def test_state_policy_export_matches_torch_and_checks_the_robot(state_checkpoint
 def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
     from dbp_control.core.benchmarks.policy import PolicyBenchConfig, bench_recipe, training_folder
 
-    def folder(method, **options):
+    def folder(method, seed=0, **options):
         cfg = PolicyBenchConfig(out_dir=tmp_path, **options)
-        return training_folder(tmp_path, bench_recipe(cfg, method), cfg.batch_size)
+        return training_folder(tmp_path, bench_recipe(cfg, method, seed), cfg.batch_size)
 
     assert folder("dbp") == tmp_path / "dbp"  # where runs before the options trained
     assert folder("diffusion", state_noise=0.1) == tmp_path / "diffusion_state_noise0.1"
@@ -134,7 +134,7 @@ def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
     assert folder("dbp", state_noise=0.1, **sets) == tmp_path / "dbp_state_noise0.1_batch16_gen16_neighbours15_tau0.02-0.05-0.2-1"
     # DBP's settings are its own: the diffusion baseline keeps the common batch and its folder
     assert folder("diffusion", state_noise=0.1, **sets) == tmp_path / "diffusion_state_noise0.1"
-    assert bench_recipe(PolicyBenchConfig(**sets), "diffusion").batch_size == PolicyBenchConfig().batch_size
+    assert bench_recipe(PolicyBenchConfig(**sets), "diffusion", 0).batch_size == PolicyBenchConfig().batch_size
     assert folder("dbp", dbp_batch_size=PolicyBenchConfig().batch_size) == tmp_path / "dbp"  # the common batch
     for options in ({"num_generated": 8}, {"neighbour_positives": 1}, {"temperatures": (0.1,)}):
         assert folder("dbp", **options) != tmp_path / "dbp", options
@@ -142,7 +142,11 @@ def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
     assert folder("diffusion", state_noise=0.1, lr=3e-3) == tmp_path / "diffusion_state_noise0.1_lr0.003"
     assert folder("dbp", state_noise=0.1, lr=3e-3) == tmp_path / "dbp_state_noise0.1_lr0.003"
     assert folder("diffusion", dbp_lr=3e-3) == tmp_path / "diffusion"
-    assert bench_recipe(PolicyBenchConfig(lr=2e-3, dbp_lr=3e-3), "dbp").lr == 3e-3
+    assert bench_recipe(PolicyBenchConfig(lr=2e-3, dbp_lr=3e-3), "dbp", 0).lr == 3e-3
+    # a training seed other than 0 trains beside seed 0's folder, where single-seed runs trained
+    assert bench_recipe(PolicyBenchConfig(), "diffusion", 2).seed == 2
+    assert folder("dbp", 1, state_noise=0.1, dbp_lr=3e-3) == tmp_path / "dbp_state_noise0.1_lr0.003_seed1"
+    assert folder("diffusion", 2) == tmp_path / "diffusion_seed2"
     assert folder("dbp", lr=PolicyBenchConfig().lr) == tmp_path / "dbp"
     with pytest.raises(ValueError, match="lr"):
         PolicyBenchConfig(dbp_lr=0.0)
@@ -155,6 +159,9 @@ def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
     for scales in ((), (0.0, 0.0)):
         with pytest.raises(ValueError, match="noise_scales must be one or more different scales"):
             PolicyBenchConfig(noise_scales=scales)
+    for seeds in ((), (1, 1), (-1,), (0.5,), (True,)):
+        with pytest.raises(ValueError, match="seeds must be one or more different integers >= 0"):
+            PolicyBenchConfig(seeds=seeds)
 
 
 def test_bench_table_judges_each_goal_and_the_plot_is_written(tmp_path):
@@ -183,19 +190,42 @@ def test_bench_table_judges_each_goal_and_the_plot_is_written(tmp_path):
     assert "handover, noise scale 0: DBP success 32/50 vs DDPM-100 27/50 (goal: at least as successful: met)" in table
     assert "lift: latency ratio DDPM-100 / DBP 120 (goal >= 80: met)" in table
     assert "handover: latency ratio DDPM-100 / DBP 50 (goal >= 80: NOT met)" in table
-    assert re.search(r"^handover +DDPM-100 +100 +0 +27/50 .* 50\.0$", table, re.MULTILINE), table
+    assert re.search(r"^handover +DDPM-100 +100 +0 +27/50 .* 50\.0  0:27$", table, re.MULTILINE), table
     assert "head-only p99 2.50 ms (goal < 2 ms: NOT met)" in table  # median 1.5 ms, but one call in ten takes 2.5
     assert "INT8 head-only p99 1.20 ms (goal < 2 ms: met)" in table
     plot_policy_benchmark(result, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_table_sums_success_over_training_seeds(tmp_path):
+    from dbp_control.core.benchmarks.policy import (PolicyBenchResult, VariantResult, format_policy_table,
+                                                    plot_policy_benchmark)
+
+    nfe = {"DBP": 1, "DDIM-10": 10, "DDPM-100": 100}
+    # seed 0 alone: DBP trails DDPM-100 (8 vs 16); with seed 1 (22 vs 9) it leads over both (30 vs 25)
+    counts = {0: {"DBP": 8, "DDIM-10": 5, "DDPM-100": 16}, 1: {"DBP": 22, "DDIM-10": 11, "DDPM-100": 9}}
+    latency = {"DBP": [2.0] * 10, "DDIM-10": [20.0] * 10, "DDPM-100": [200.0] * 10}
+    variants = [VariantResult("transport", label, nfe[label], counts[seed][label], 50, latency[label], 1.0, seed)
+                for seed in (0, 1) for label in nfe]
+    table = format_policy_table(PolicyBenchResult(variants, [1.0], [1.0], [3.0], [2.0], ["CPUExecutionProvider"], {}))
+    assert ("transport, noise scale 1: DBP success 30/100 vs DDPM-100 25/100 over training seeds 0, 1 "
+            "(goal: at least as successful: met)") in table
+    assert re.search(r"^transport +DBP +1 +1 +30/100 .* 1\.0  0:8 1:22$", table, re.MULTILINE), table
+    assert re.search(r"^transport +DDPM-100 +100 +1 +25/100 .* 100\.0  0:16 1:9$", table, re.MULTILINE), table
+    assert "transport: latency ratio DDPM-100 / DBP 100 (goal >= 80: met)" in table
+    first_seed_only = format_policy_table(PolicyBenchResult(variants[:3], [1.0], [1.0], [3.0], [2.0], [], {}))
+    assert ("transport, noise scale 1: DBP success 8/50 vs DDPM-100 16/50 (goal: at least as successful: NOT met)"
+            in first_seed_only)
+    plot_policy_benchmark(PolicyBenchResult(variants, [1.0], [1.0], [3.0], [2.0], [], {}), tmp_path / "seeds.png")
+    assert (tmp_path / "seeds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_bench_runs_end_to_end_and_its_evaluation_does_not_depend_on_the_timing(tmp_path):
     from dbp_control.core.benchmarks.policy import PolicyBenchConfig, run_policy_benchmark
 
-    def run(calls, noise_scales):
+    def run(calls, noise_scales, seeds=(0,)):
         cfg = PolicyBenchConfig(out_dir=tmp_path, demos=2, steps=2, batch_size=4, eval_episodes=2, latency_calls=calls,
-                                noise_scales=noise_scales, progress=False)
+                                noise_scales=noise_scales, seeds=seeds, progress=False)
         return run_policy_benchmark(cfg)
 
     # the second run reuses demonstrations, dataset, checkpoints and exports
@@ -214,6 +244,20 @@ def test_bench_runs_end_to_end_and_its_evaluation_does_not_depend_on_the_timing(
     assert [(r["label"], r["noise_scale"], r["successes"], r["episodes"], r["seeds"]) for r in logged] == [
         (v.label, v.noise_scale, v.successes, v.episodes, [100_000, 100_001]) for v in first.variants + second.variants]
     assert logged[0]["checkpoint_sha256"] == logged[6]["checkpoint_sha256"] != logged[2]["checkpoint_sha256"]
+
+    # a second training seed trains and exports beside the first, whose runs are reused as they were
+    both = run(20, (1.0,), seeds=(0, 1))
+    assert [(v.label, v.training_seed) for v in both.variants] == [
+        ("DBP", 0), ("DDIM-10", 0), ("DDPM-100", 0), ("DBP", 1), ("DDIM-10", 1), ("DDPM-100", 1)]
+    assert [(v.successes, v.episodes) for v in both.variants[:3]] == [(v.successes, v.episodes) for v in second.variants]
+    assert both.variants[0].latency_ms is both.variants[3].latency_ms  # one graph, timed once for both seeds
+    assert {"dbp_seed1", "diffusion_seed1"} <= {p.name for p in tmp_path.joinpath("lift").iterdir()}
+    assert {p.name for p in tmp_path.joinpath("lift", "onnx").iterdir()} == {
+        "dbp", "ddim-10", "ddpm-100", "dbp_seed1", "ddim-10_seed1", "ddpm-100_seed1"}
+    logged = [json.loads(line) for line in (tmp_path / "evaluations.jsonl").read_text().splitlines()][-6:]
+    assert [(r["training_seed"], r["recipe"]["seed"]) for r in logged] == [(0, 0)] * 3 + [(1, 1)] * 3
+    assert logged[0]["checkpoint_sha256"] != logged[3]["checkpoint_sha256"]
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["seeds"] == [0, 1]
 
 
 def test_bench_reuses_an_export_only_when_this_exporter_wrote_it(state_checkpoint, tmp_path):
@@ -633,6 +677,11 @@ def test_cli_train_export_eval(tmp_path):
                                   str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
     assert twice.returncode == 2 and "noise_scales must be one or more different scales, got [0.0, 0.0]" in twice.stderr
     assert not (tmp_path / "b").exists()  # refused before any demonstration is recorded
+    seed_twice = subprocess.run(cli + ["bench", "policy", "--seed", "1", "--seed", "1", "--out", str(tmp_path / "b")],
+                                capture_output=True, text=True, timeout=120)
+    assert seed_twice.returncode == 2 and "seeds must be one or more different integers >= 0, got [1, 1]" in \
+        seed_twice.stderr
+    assert not (tmp_path / "b").exists()
     export = subprocess.run(cli + ["export", str(tmp_path / "t" / "checkpoint.pt"), "--out", str(tmp_path / "m")],
                             capture_output=True, text=True, timeout=300)
     assert export.returncode == 0, export.stderr

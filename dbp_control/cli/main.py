@@ -100,7 +100,7 @@ def _bench_policy(args: argparse.Namespace) -> int:
                             num_generated=args.num_generated, neighbour_positives=args.neighbour_positives,
                             temperatures=args.temperatures,
                             eval_episodes=args.episodes, noise_scales=tuple(args.noise_scale or (1.0,)),
-                            latency_calls=args.latency_calls, threads=args.threads, progress=not args.quiet)
+                            seeds=tuple(args.seed or PolicyBenchConfig.seeds), latency_calls=args.latency_calls, threads=args.threads, progress=not args.quiet)
     result = run_policy_benchmark(cfg)
     print(format_policy_table(result))
     print(f"\nplot: {cfg.out_dir / 'bench_policy.png'}\nresults: {cfg.out_dir / 'results.json'}")
@@ -495,6 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--noise-scale", type=_non_negative_float, action="append", default=None, metavar="S",
                     help="every method is evaluated at each of these sampling-noise scales (repeatable; default 1: "
                     "the learned distribution; 0: deterministic; see dbp eval)")
+    pb.add_argument("--seed", type=_non_negative_int, action="append", default=None, metavar="N",
+                    help="training seed (repeatable; default 0): each method is trained once per seed on the same "
+                    "demonstrations, each training evaluated on the same episodes, and the goals judged on the "
+                    "successes summed over seeds")
     pb.add_argument("--latency-calls", type=_positive_int, default=pb_defaults.latency_calls)
     pb.add_argument("--threads", type=_positive_int, default=pb_defaults.threads, help="ONNX Runtime threads")
     pb.add_argument("--quiet", action="store_true", help="no progress bars")

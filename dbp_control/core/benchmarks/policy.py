@@ -4,7 +4,10 @@ one action chunk through ONNX Runtime — all measured on this machine, each run
 
 Per task it records the expert's demonstrations (state observations: joints and object poses), builds
 the dataset, trains DBP and DDPM with the same recipe, exports DBP, DDIM-10 (the DDPM network sampled
-with 10 DDIM steps) and DDPM-100 to ONNX, and evaluates every export with the engine. Everything is
+with 10 DDIM steps) and DDPM-100 to ONNX, and evaluates every export with the engine. With several
+training seeds each method is trained once per seed on the same demonstrations, every training is
+evaluated on the same episodes, and the goals are judged on the successes summed over seeds: one
+training per method can differ from another seed's by more than the methods differ. Everything is
 kept under `out_dir`: a second run resumes (training) or reuses (bags, dataset, exports). Each
 evaluation is printed and appended to `out_dir/evaluations.jsonl` as soon as it finishes, so a run
 stopped part-way keeps what it measured, and the log holds every run's scores side by side.
@@ -70,12 +73,16 @@ class PolicyBenchConfig:
     noise_scales: tuple[float, ...] = (1.0,)
     latency_calls: int = 1000  # p99 over fewer calls is one or two outliers; DDPM-100 uses a tenth of this
     threads: int = 2
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)  # training seeds: each method is trained (and evaluated) once per seed
     progress: bool = True
 
     def __post_init__(self) -> None:
+        self.seeds = tuple(self.seeds)
+        if (not self.seeds or len(set(self.seeds)) != len(self.seeds)
+                or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds)):
+            raise ValueError(f"seeds must be one or more different integers >= 0, got {list(self.seeds)}")
         for method in ("dbp", "diffusion"):  # bad settings fail here, before any demonstration is recorded
-            bench_recipe(self, method)
+            bench_recipe(self, method, self.seeds[0])
         self.noise_scales = tuple(check_noise_scale(scale) for scale in self.noise_scales)
         if not self.noise_scales or len(set(self.noise_scales)) != len(self.noise_scales):
             raise ValueError(f"noise_scales must be one or more different scales, got {list(self.noise_scales)}")
@@ -90,6 +97,7 @@ class VariantResult:
     episodes: int
     latency_ms: list[float] = field(repr=False)
     noise_scale: float = 1.0
+    training_seed: int = 0
 
     @property
     def p50(self) -> float:
@@ -204,12 +212,14 @@ def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range
     from tqdm.auto import tqdm
 
     low, high = wilson_interval(variant.successes, variant.episodes)
-    line = (f"{variant.task} {variant.label} (noise scale {variant.noise_scale:g}): {variant.successes}/"
+    line = (f"{variant.task} {variant.label} (training seed {variant.training_seed}, noise scale "
+            f"{variant.noise_scale:g}): {variant.successes}/"
             f"{variant.episodes} ({low:.0%}-{high:.0%}), chunk p50 {variant.p50:.2f} ms, p99 {variant.p99:.2f} ms")
     if cfg.progress:
         tqdm.write(line)
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "task": variant.task, "label": variant.label,
-              "noise_scale": variant.noise_scale, "successes": variant.successes, "episodes": variant.episodes,
+              "noise_scale": variant.noise_scale, "training_seed": variant.training_seed,
+              "successes": variant.successes, "episodes": variant.episodes,
               "seeds": [seeds.start, seeds.stop - 1], "p50_ms": variant.p50, "p99_ms": variant.p99,
               "checkpoint_sha256": source["checkpoint_sha256"], "state_noise": cfg.state_noise,
               "recipe": asdict(recipe)}
@@ -217,10 +227,10 @@ def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range
         log.write(json.dumps(record) + "\n")
 
 
-def bench_recipe(cfg: PolicyBenchConfig, method: str) -> TrainRecipe:
-    """The recipe `method` trains with: one budget (steps, preset, state offsets) for both methods, and
-    DBP's own drift-field settings and, when set, its own learning rate."""
-    common = {"method": method, "obs": "state", "preset": cfg.preset, "steps": cfg.steps, "seed": cfg.seed,
+def bench_recipe(cfg: PolicyBenchConfig, method: str, seed: int) -> TrainRecipe:
+    """The recipe `method` trains with under training seed `seed`: one budget (steps, preset, state offsets)
+    for both methods, and DBP's own drift-field settings and, when set, its own learning rate."""
+    common = {"method": method, "obs": "state", "preset": cfg.preset, "steps": cfg.steps, "seed": seed,
               "state_noise": cfg.state_noise}
     if method != "dbp":
         return TrainRecipe(**common, batch_size=cfg.batch_size, lr=cfg.lr)
@@ -233,7 +243,8 @@ def bench_recipe(cfg: PolicyBenchConfig, method: str) -> TrainRecipe:
 def training_folder(task_root: Path, recipe: TrainRecipe, batch_size: int) -> Path:
     """A folder per recipe variant: a run with another noise level, learning rate or drift field trains
     afresh beside the earlier one (resuming a checkpoint of another recipe is refused) instead of failing on
-    it. `batch_size` is the bench's common one; a DBP batch that differs from it is part of the name."""
+    it. `batch_size` is the bench's common one; a DBP batch that differs from it is part of the name, as is
+    a training seed other than 0 (last, so a recipe's seeds sort together)."""
     parts = [recipe.method]
     if recipe.state_noise:
         parts.append(f"state_noise{recipe.state_noise:g}")
@@ -248,7 +259,12 @@ def training_folder(task_root: Path, recipe: TrainRecipe, batch_size: int) -> Pa
             parts.append(f"neighbours{recipe.neighbour_positives}")
         if tuple(recipe.temperatures) != DEFAULT_TEMPERATURES:
             parts.append("tau" + "-".join(f"{t:g}" for t in recipe.temperatures))
-    return task_root / "_".join(parts)
+    return task_root / ("_".join(parts) + _seed_suffix(recipe.seed))
+
+
+def _seed_suffix(seed: int) -> str:
+    """What a training seed adds to a folder's name: nothing for seed 0, where single-seed runs trained."""
+    return f"_seed{seed}" if seed else ""
 
 
 def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
@@ -266,37 +282,40 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
         root = cfg.out_dir / task
         _record_demos(task, root / "bags", cfg.demos, bar(f"{task}: demonstrations"))
         dataset = root / "dataset.zarr"
-        if not dataset.exists():
-            build_dataset([root / "bags"], dataset, BuildConfig(cameras=(), objects=True, seed=cfg.seed))
-        checkpoints, recipes = {}, {}
-        for method in ("dbp", "diffusion"):
-            recipe = bench_recipe(cfg, method)
-            train_dir = training_folder(root, recipe, cfg.batch_size)
-            start = time.perf_counter()
-            train_on_dataset(dataset, recipe, train_dir, progress=cfg.progress)
-            train_seconds[f"{task}/{method}"] = time.perf_counter() - start
-            checkpoints[method], recipes[method] = train_dir / "checkpoint.pt", recipe
-        for label, method, sampler, steps in VARIANTS:
-            model = root / "onnx" / label.lower()
-            _export_if_stale(checkpoints[method], model, sampler, steps)
-            latency: list[float] = []
-            for scale in cfg.noise_scales:  # a fresh engine per scale: each scale's noise stream starts alike
-                engine = PolicyEngine(model, threads=cfg.threads, noise_scale=scale)
-                providers = engine.providers
-                # one noise draw for every timed call: the evaluation's noise stream then does not depend on
-                # how many calls were timed (it did, and the same checkpoints scored differently)
-                noise = engine.noise()
-                if not latency:  # the scale changes the noise's values, not the cost: timed once
-                    state = np.zeros((engine.n_obs_steps, engine.state_dim), np.float32)
-                    calls = max(10, cfg.latency_calls // 10) if engine.sidecar["nfe"] > 10 else cfg.latency_calls
-                    latency = _latency(lambda e=engine, state=state, noise=noise: e.act(state, noise=noise), calls)
-                seeds = range(EVAL_SEED, EVAL_SEED + cfg.eval_episodes)
-                evaluation = evaluate(engine, task, seeds, step_hz=float(engine.step_hz),
-                                      progress=bar(f"{task}: eval {label}, noise scale {scale:g}"))
-                variant = VariantResult(task, label, int(engine.sidecar["nfe"]), evaluation.successes,
-                                        len(evaluation.episodes), latency, scale)
-                variants.append(variant)
-                _log_evaluation(cfg, variant, seeds, engine.sidecar["source"], recipes[method])  # the sidecar read
+        if not dataset.exists():  # one split for every training seed: the same demonstrations
+            build_dataset([root / "bags"], dataset, BuildConfig(cameras=(), objects=True))
+        timed: dict[str, list[float]] = {}  # per export label: the weights do not change the cost, timed once
+        for seed in cfg.seeds:
+            checkpoints, recipes = {}, {}
+            for method in ("dbp", "diffusion"):
+                recipe = bench_recipe(cfg, method, seed)
+                train_dir = training_folder(root, recipe, cfg.batch_size)
+                start = time.perf_counter()
+                train_on_dataset(dataset, recipe, train_dir, progress=cfg.progress)
+                train_seconds[f"{task}/{method}{_seed_suffix(seed)}"] = time.perf_counter() - start
+                checkpoints[method], recipes[method] = train_dir / "checkpoint.pt", recipe
+            for label, method, sampler, steps in VARIANTS:
+                model = root / "onnx" / (label.lower() + _seed_suffix(seed))
+                _export_if_stale(checkpoints[method], model, sampler, steps)
+                for scale in cfg.noise_scales:  # a fresh engine per scale: each scale's noise stream starts alike
+                    engine = PolicyEngine(model, threads=cfg.threads, noise_scale=scale)
+                    providers = engine.providers
+                    # one noise draw for every timed call: the evaluation's noise stream then does not depend on
+                    # how many calls were timed (it did, and the same checkpoints scored differently)
+                    noise = engine.noise()
+                    if label not in timed:
+                        state = np.zeros((engine.n_obs_steps, engine.state_dim), np.float32)
+                        calls = max(10, cfg.latency_calls // 10) if engine.sidecar["nfe"] > 10 else cfg.latency_calls
+                        timed[label] = _latency(lambda e=engine, state=state, noise=noise: e.act(state, noise=noise),
+                                                calls)
+                    seeds = range(EVAL_SEED, EVAL_SEED + cfg.eval_episodes)  # the same episodes for every training
+                    evaluation = evaluate(engine, task, seeds, step_hz=float(engine.step_hz),
+                                          progress=bar(f"{task}: eval {label}{_seed_suffix(seed)}, noise scale "
+                                                       f"{scale:g}"))
+                    variant = VariantResult(task, label, int(engine.sidecar["nfe"]), evaluation.successes,
+                                            len(evaluation.episodes), timed[label], scale, seed)
+                    variants.append(variant)
+                    _log_evaluation(cfg, variant, seeds, engine.sidecar["source"], recipes[method])  # the sidecar read
     # in a fresh process, as the policy node runs: after the evaluations above, this process timed the same
     # graphs a third slower (p50 2.96 against 2.2 ms for the float head)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
@@ -314,18 +333,29 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
     return result
 
 
-def _row(result: PolicyBenchResult, task: str, label: str, noise_scale: float) -> VariantResult:
-    return next(v for v in result.variants if v.task == task and v.label == label and v.noise_scale == noise_scale)
+def _rows(result: PolicyBenchResult, task: str, label: str, noise_scale: float) -> list[VariantResult]:
+    """One row per training seed, in the order they ran."""
+    return [v for v in result.variants if v.task == task and v.label == label and v.noise_scale == noise_scale]
+
+
+def _pooled(rows: list[VariantResult]) -> tuple[int, int]:
+    """Successes and episodes summed over training seeds."""
+    return sum(v.successes for v in rows), sum(v.episodes for v in rows)
 
 
 def format_policy_table(result: PolicyBenchResult) -> str:
-    lines = [f"{'task':<10} {'method':<9} {'NFE':>4} {'noise':>6} {'success':>8} {'95% CI':>10} {'p50 ms':>8} "
-             f"{'p99 ms':>8} {'p50 / DBP':>9}", "-" * 81]
-    for v in result.variants:
-        dbp = _row(result, v.task, "DBP", v.noise_scale)
-        low, high = wilson_interval(v.successes, v.episodes)
-        lines.append(f"{v.task:<10} {v.label:<9} {v.nfe:>4} {v.noise_scale:>6g} {v.successes:>4}/{v.episodes:<3} "
-                     f"{low:>4.0%}-{high:<4.0%} {v.p50:>8.2f} {v.p99:>8.2f} {v.p50 / dbp.p50:>9.1f}")
+    """Success summed over training seeds (each seed's beside it), latency and the goals' verdicts."""
+    lines = [f"{'task':<10} {'method':<9} {'NFE':>4} {'noise':>6} {'success':>9} {'95% CI':>10} {'p50 ms':>8} "
+             f"{'p99 ms':>8} {'p50 / DBP':>9}  per training seed", "-" * 100]
+    groups = dict.fromkeys((v.task, v.label, v.noise_scale) for v in result.variants)
+    for task, label, scale in groups:
+        rows, dbp = _rows(result, task, label, scale), _rows(result, task, "DBP", scale)[0]
+        successes, episodes = _pooled(rows)
+        low, high = wilson_interval(successes, episodes)
+        per_seed = " ".join(f"{v.training_seed}:{v.successes}" for v in rows)
+        lines.append(f"{task:<10} {label:<9} {rows[0].nfe:>4} {scale:>6g} {successes:>4}/{episodes:<4} "
+                     f"{low:>4.0%}-{high:<4.0%} {rows[0].p50:>8.2f} {rows[0].p99:>8.2f} "
+                     f"{rows[0].p50 / dbp.p50:>9.1f}  {per_seed}")
     head, head8 = np.asarray(result.head_ms), np.asarray(result.head_int8_ms)
     enc, enc8 = np.asarray(result.encoder_ms), np.asarray(result.encoder_int8_ms)
     lines += [
@@ -340,14 +370,15 @@ def format_policy_table(result: PolicyBenchResult) -> str:
         f"p99 {np.percentile(enc8, 99):.2f} ms",
     ]
     scales = list(dict.fromkeys(v.noise_scale for v in result.variants))
+    seeds = list(dict.fromkeys(v.training_seed for v in result.variants))
+    over = f" over training seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else ""
     for task in dict.fromkeys(v.task for v in result.variants):
         for scale in scales:
-            dbp, ddpm = _row(result, task, "DBP", scale), _row(result, task, "DDPM-100", scale)
-            lines.append(f"{task}, noise scale {scale:g}: DBP success {dbp.successes}/{dbp.episodes} vs DDPM-100 "
-                         f"{ddpm.successes}/{ddpm.episodes} (goal: at least as successful: "
-                         f"{'met' if dbp.successes >= ddpm.successes else 'NOT met'})")
-        # every scale's row carries the same timing of its graph
-        dbp, ddpm = _row(result, task, "DBP", scales[0]), _row(result, task, "DDPM-100", scales[0])
+            (dbp, dbp_n), (ddpm, ddpm_n) = (_pooled(_rows(result, task, label, scale)) for label in ("DBP", "DDPM-100"))
+            lines.append(f"{task}, noise scale {scale:g}: DBP success {dbp}/{dbp_n} vs DDPM-100 {ddpm}/{ddpm_n}{over} "
+                         f"(goal: at least as successful: {'met' if dbp >= ddpm else 'NOT met'})")
+        # every scale's and seed's row carries the same timing of its graph
+        dbp, ddpm = _rows(result, task, "DBP", scales[0])[0], _rows(result, task, "DDPM-100", scales[0])[0]
         lines.append(f"{task}: latency ratio DDPM-100 / DBP {ddpm.p50 / dbp.p50:.0f} (goal >= 80: "
                      f"{'met' if ddpm.p50 / dbp.p50 >= 80 else 'NOT met'})")
     for label, times in (("head-only", head), ("INT8 head-only", head8)):
@@ -362,8 +393,8 @@ def plot_policy_benchmark(result: PolicyBenchResult, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # success grouped by task and noise scale, latency by task, one colour per method: nine labelled bars
-    # side by side overlap
+    # success (summed over training seeds, each seed's a dot) grouped by task and noise scale, latency by
+    # task, one colour per method: nine labelled bars side by side overlap
     tasks = list(dict.fromkeys(v.task for v in result.variants))
     scales = list(dict.fromkeys(v.noise_scale for v in result.variants))
     groups = [(task, scale) for task in tasks for scale in scales]
@@ -374,20 +405,26 @@ def plot_policy_benchmark(result: PolicyBenchResult, path: Path) -> None:
                                       gridspec_kw={"width_ratios": [len(groups), len(tasks)]})
     for i, method in enumerate(methods):
         offset = (i - (len(methods) - 1) / 2) * width
-        rows = [_row(result, task, method, scale) for task, scale in groups]
-        rates = np.array([v.successes / v.episodes for v in rows])
-        bounds = np.array([wilson_interval(v.successes, v.episodes) for v in rows])
+        rows = [_rows(result, task, method, scale) for task, scale in groups]
+        pooled = [_pooled(seeds) for seeds in rows]
+        rates = np.array([successes / episodes for successes, episodes in pooled])
+        bounds = np.array([wilson_interval(successes, episodes) for successes, episodes in pooled])
         colour = colours[method]
         left.bar(np.arange(len(groups)) + offset, rates, width, yerr=[rates - bounds[:, 0], bounds[:, 1] - rates],
                  capsize=3, color=colour, label=method)
-        timed = [_row(result, task, method, scales[0]) for task in tasks]
+        if any(len(seeds) > 1 for seeds in rows):
+            for x, seeds in zip(np.arange(len(groups)) + offset, rows, strict=True):
+                left.scatter([x] * len(seeds), [v.successes / v.episodes for v in seeds], s=10, color="k", zorder=3)
+        timed = [_rows(result, task, method, scales[0])[0] for task in tasks]
         x = np.arange(len(tasks)) + offset
         right.bar(x, [v.p50 for v in timed], width, color=colour)  # the colours are the left panel's legend
         right.scatter(x, [v.p99 for v in timed], marker="_", s=80, color="k", zorder=3)
     left.set_xticks(np.arange(len(groups)),
                     [task if len(scales) == 1 else f"{task}\nnoise {scale:g}" for task, scale in groups])
     right.set_xticks(np.arange(len(tasks)), tasks)
-    left.set(ylabel="success rate (95% CI)", ylim=(0, 1.05), title="closed-loop success")
+    seeds = len(dict.fromkeys(v.training_seed for v in result.variants))
+    left.set(ylabel="success rate (95% CI)", ylim=(0, 1.05),
+             title="closed-loop success" + (f" ({seeds} training seeds, dots: each)" if seeds > 1 else ""))
     left.legend(fontsize=8)
     right.set_yscale("log")
     right.set(ylabel="ms per chunk (bar p50, mark p99; log)", title="ONNX Runtime latency")
