@@ -284,7 +284,7 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
         dataset = root / "dataset.zarr"
         if not dataset.exists():  # one split for every training seed: the same demonstrations
             build_dataset([root / "bags"], dataset, BuildConfig(cameras=(), objects=True))
-        timed: dict[str, list[float]] = {}  # per export label: the weights do not change the cost, timed once
+        timed: dict[str, list[float]] = {}  # per export label: neither weights nor noise scale change the cost
         for seed in cfg.seeds:
             checkpoints, recipes = {}, {}
             for method in ("dbp", "diffusion"):
