@@ -100,7 +100,8 @@ def _bench_policy(args: argparse.Namespace) -> int:
                             num_generated=args.num_generated, neighbour_positives=args.neighbour_positives,
                             temperatures=args.temperatures,
                             eval_episodes=args.episodes, noise_scales=tuple(args.noise_scale or (1.0,)),
-                            seeds=tuple(args.seed or PolicyBenchConfig.seeds), latency_calls=args.latency_calls, threads=args.threads, progress=not args.quiet)
+                            seeds=tuple(args.seed or PolicyBenchConfig.seeds), latency_calls=args.latency_calls,
+                            threads=args.threads, progress=not args.quiet)
     result = run_policy_benchmark(cfg)
     print(format_policy_table(result))
     print(f"\nplot: {cfg.out_dir / 'bench_policy.png'}\nresults: {cfg.out_dir / 'results.json'}")

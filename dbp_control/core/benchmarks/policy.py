@@ -406,15 +406,16 @@ def plot_policy_benchmark(result: PolicyBenchResult, path: Path) -> None:
     for i, method in enumerate(methods):
         offset = (i - (len(methods) - 1) / 2) * width
         rows = [_rows(result, task, method, scale) for task, scale in groups]
-        pooled = [_pooled(seeds) for seeds in rows]
+        pooled = [_pooled(per_seed) for per_seed in rows]
         rates = np.array([successes / episodes for successes, episodes in pooled])
         bounds = np.array([wilson_interval(successes, episodes) for successes, episodes in pooled])
         colour = colours[method]
         left.bar(np.arange(len(groups)) + offset, rates, width, yerr=[rates - bounds[:, 0], bounds[:, 1] - rates],
                  capsize=3, color=colour, label=method)
-        if any(len(seeds) > 1 for seeds in rows):
-            for x, seeds in zip(np.arange(len(groups)) + offset, rows, strict=True):
-                left.scatter([x] * len(seeds), [v.successes / v.episodes for v in seeds], s=10, color="k", zorder=3)
+        if any(len(per_seed) > 1 for per_seed in rows):
+            for x, per_seed in zip(np.arange(len(groups)) + offset, rows, strict=True):
+                left.scatter([x] * len(per_seed), [v.successes / v.episodes for v in per_seed], s=10, color="k",
+                             zorder=3)
         timed = [_rows(result, task, method, scales[0])[0] for task in tasks]
         x = np.arange(len(tasks)) + offset
         right.bar(x, [v.p50 for v in timed], width, color=colour)  # the colours are the left panel's legend
@@ -422,9 +423,9 @@ def plot_policy_benchmark(result: PolicyBenchResult, path: Path) -> None:
     left.set_xticks(np.arange(len(groups)),
                     [task if len(scales) == 1 else f"{task}\nnoise {scale:g}" for task, scale in groups])
     right.set_xticks(np.arange(len(tasks)), tasks)
-    seeds = len(dict.fromkeys(v.training_seed for v in result.variants))
+    n_seeds = len(dict.fromkeys(v.training_seed for v in result.variants))
     left.set(ylabel="success rate (95% CI)", ylim=(0, 1.05),
-             title="closed-loop success" + (f" ({seeds} training seeds, dots: each)" if seeds > 1 else ""))
+             title="closed-loop success" + (f" ({n_seeds} training seeds, dots: each)" if n_seeds > 1 else ""))
     left.legend(fontsize=8)
     right.set_yscale("log")
     right.set(ylabel="ms per chunk (bar p50, mark p99; log)", title="ONNX Runtime latency")
