@@ -157,8 +157,10 @@ def test_config_round_trip_and_errors():
         config_from_dict({**config.to_dict(), "wings": 2})
     with pytest.raises(ValueError, match="unknown backbone preset"):
         DBPConfig(state_dim=4, action_dim=2, preset="medium")
-    with pytest.raises(ValueError, match="n_action_steps"):
-        DBPConfig(state_dim=4, action_dim=2, horizon=8, n_action_steps=9)
+    # executed from the newest observation's step: a window of 8 with 2 observations leaves 7
+    with pytest.raises(ValueError, match=r"n_action_steps \(8\) cannot exceed .* horizon - n_obs_steps \+ 1 \(7\)"):
+        DBPConfig(state_dim=4, action_dim=2, horizon=8, n_obs_steps=2, n_action_steps=8)
+    assert DBPConfig(state_dim=4, action_dim=2, horizon=8, n_obs_steps=1, n_action_steps=8).n_action_steps == 8
     with pytest.raises(ValueError, match="num_generated"):
         DBPConfig(state_dim=4, action_dim=2, num_generated=1)
     assert DBPConfig(state_dim=4, action_dim=2).down_dims == (64, 128, 256)

@@ -657,6 +657,33 @@ def test_closed_loop_evaluation_runs_the_receding_horizon(state_checkpoint):
     assert wilson_interval(0, 1)[0] == 0.0 and wilson_interval(50, 50)[0] > 0.92
 
 
+def test_closed_loop_executes_each_chunk_from_the_newest_observations_step():
+    from dbp_control.core.evaluation.closed_loop import COMMAND_HZ, rollout
+    from dbp_control.core.sim.robot import DualArmSim
+
+    class StepNumbers:  # chunk step j commands every joint to 0.1 j: the executed targets tell which steps ran
+        n_obs_steps, n_action_steps, cameras, state_keys = 2, 3, (), ("joints", "objects")
+
+        def image_size(self, camera):
+            raise AssertionError("no cameras")
+
+        def predict(self, state, images=None):
+            assert state.shape[0] == 2
+            return np.repeat(0.1 * np.arange(6.0)[:, None], 14, axis=1)
+
+    sim = DualArmSim()
+    targets = []
+    set_targets = sim.set_targets
+    sim.set_targets = lambda t: (targets.append(np.asarray(t).copy()), set_targets(t))
+    episode = rollout(StepNumbers(), sim, "lift", 0, step_hz=10.0, time_limit_s=0.6)
+    substeps = round(COMMAND_HZ / 10.0)
+    executed = targets[-6 * substeps:]  # the episode's reset set targets before them
+    starts = [executed[k * substeps][0] for k in range(6)]
+    # the window starts at the older observation: step 1 is due at the newest one, step 0 is already past
+    np.testing.assert_allclose(starts, [0.1, 0.2, 0.3, 0.1, 0.2, 0.3], atol=1e-12)
+    assert episode.chunks == 2
+
+
 def test_cli_train_export_eval(tmp_path):
     dataset = make_dataset(tmp_path / "ds.zarr")
     cli = [sys.executable, "-m", "dbp_control.cli.main"]
@@ -735,8 +762,9 @@ def test_inference_loop_reuses_per_frame_features_and_matches_a_direct_predictio
         chunks.append(loop.step(assembler.observation(tick * 10 * ms)))
     assert sorted(encoded) == sorted(CAMERAS)
     last = chunks[-1]
-    assert last.actions.shape == (8, 14) and last.stamp_ns == 110 * ms and last.step_s == pytest.approx(0.1)
+    assert last.actions.shape == (7, 14) and last.stamp_ns == 110 * ms and last.step_s == pytest.approx(0.1)
     images = {cam: np.stack([resize_rgb(frames[cam], (32, 32))] * 2) for cam in CAMERAS}
     state = np.stack([np.full(14, 0.01), np.full(14, 0.11)]).astype(np.float32)  # 100 ms apart, as trained
     direct = loop.engine.predict(state, images, noise)
-    np.testing.assert_allclose(loop.step(assembler.observation(110 * ms)).actions, direct, atol=1e-5)
+    # the chunk published starts at the step due at its observation: the window's second (n_obs_steps = 2)
+    np.testing.assert_allclose(loop.step(assembler.observation(110 * ms)).actions, direct[1:], atol=1e-5)

@@ -1,6 +1,7 @@
 """Closed-loop evaluation in the simulation: the policy sees what the robot's observation node would give
-it, predicts a chunk, and the first `n_action_steps` steps are executed (receding horizon), streamed to
-the arms at the command rate by linear interpolation between consecutive chunk steps.
+it, predicts a chunk, and `n_action_steps` steps of it are executed from the one due at the newest
+observation (receding horizon; `steps_from_now`), streamed to the arms at the command rate by linear
+interpolation between consecutive chunk steps.
 
 The same loop runs a torch policy (from a checkpoint) or an exported one (the ONNX Runtime engine)."""
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from dbp_control.core.channels import CHANNELS
+from dbp_control.core.inference.loop import steps_from_now
 from dbp_control.core.layout import CAMERAS
 from dbp_control.core.observation.images import resize_rgb
 from dbp_control.core.policies.base import check_noise_scale
@@ -107,7 +109,7 @@ def rollout(policy: ChunkPolicy, sim: DualArmSim, task_name: str, seed: int, *, 
         if step_in_chunk >= policy.n_action_steps:
             state = np.stack([s for s, _ in history])
             images = {cam: np.stack([i[cam] for _, i in history]) for cam in policy.cameras}
-            chunk = policy.predict(state, images)
+            chunk = steps_from_now(policy.predict(state, images), policy.n_obs_steps)
             if not np.isfinite(chunk).all():
                 raise FloatingPointError(f"the policy returned NaN/inf at t={sim.time:.2f} s (seed {seed})")
             chunks += 1

@@ -24,9 +24,16 @@ from dbp_control.core.observation.images import resize_rgb
 
 @dataclass(frozen=True)
 class Chunk:
-    actions: np.ndarray  # [T, D] robot units
+    actions: np.ndarray  # [T - n_obs_steps + 1, D] robot units: step 0 is due at `stamp_ns`
     stamp_ns: int  # the observation it answers
     step_s: float  # time between chunk steps
+
+
+def steps_from_now(chunk: np.ndarray, n_obs_steps: int) -> np.ndarray:
+    """The steps of a predicted chunk [T, D] from the newest observation's on. A policy predicts the
+    commands of its whole window, which starts at its oldest observation (as the training windows do), so
+    step n_obs_steps - 1 is the command due at the newest observation; the steps before it are past."""
+    return chunk[n_obs_steps - 1 :]
 
 
 def rgb_features(engine: PolicyEngine, camera: str, rgb: np.ndarray) -> np.ndarray:
@@ -64,4 +71,5 @@ class InferenceLoop:
         stamp = window[-1].stamp_ns
         if self._noise is None or stamp - self._noise_since >= self.noise_hold_ns:
             self._noise, self._noise_since = self.engine.noise(), stamp
-        return Chunk(self.engine.act(state, features, self._noise), stamp, self.step_s)
+        actions = self.engine.act(state, features, self._noise)
+        return Chunk(steps_from_now(actions, self.engine.n_obs_steps), stamp, self.step_s)

@@ -21,8 +21,9 @@ from dbp_control.core.policies.normalizer import MinMaxNormalizer
 
 @dataclass
 class PolicyConfig:
-    """Shape and backbone of a policy. `horizon` steps are predicted; `n_action_steps` of them are
-    executed before predicting again (receding horizon); `n_obs_steps` observations condition it."""
+    """Shape and backbone of a policy. `n_obs_steps` observations condition it; `horizon` steps are
+    predicted, from the oldest observation's on; `n_action_steps` of them, from the newest observation's
+    on, are executed before predicting again (receding horizon)."""
 
     method: ClassVar[str] = ""
     state_dim: int = 0
@@ -45,8 +46,9 @@ class PolicyConfig:
         for name in ("state_dim", "action_dim", "horizon", "n_obs_steps", "n_action_steps"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{type(self).__name__}.{name} must be a positive integer, got {getattr(self, name)}")
-        if self.n_action_steps > self.horizon:
-            raise ValueError(f"n_action_steps ({self.n_action_steps}) cannot exceed horizon ({self.horizon})")
+        if self.n_action_steps > self.horizon - self.n_obs_steps + 1:  # executed from the newest observation's step
+            raise ValueError(f"n_action_steps ({self.n_action_steps}) cannot exceed the steps from the newest "
+                             f"observation on, horizon - n_obs_steps + 1 ({self.horizon - self.n_obs_steps + 1})")
         multiple = 2 ** (len(self.down_dims) - 1)
         if self.horizon % multiple:
             raise ValueError(f"horizon {self.horizon} must be a multiple of {multiple} for {len(self.down_dims)} U-Net levels")
