@@ -244,6 +244,7 @@ def test_bench_runs_end_to_end_and_its_evaluation_does_not_depend_on_the_timing(
     assert [(r["label"], r["noise_scale"], r["successes"], r["episodes"], r["seeds"]) for r in logged] == [
         (v.label, v.noise_scale, v.successes, v.episodes, [100_000, 100_001]) for v in first.variants + second.variants]
     assert logged[0]["checkpoint_sha256"] == logged[6]["checkpoint_sha256"] != logged[2]["checkpoint_sha256"]
+    assert {r["executed_from_step"] for r in logged} == {1}  # n_obs_steps - 1: the newest observation's step
 
     # a second training seed trains and exports beside the first, whose runs are reused as they were
     both = run(20, (1.0,), seeds=(0, 1))
@@ -320,7 +321,7 @@ def test_film_factoring_is_exact_and_keeps_image_weights_out_of_the_head(method)
 
     torch.manual_seed(0)
     common = dict(state_dim=14, action_dim=14, cameras=("left_wrist", "head"), image_shape=(32, 32),
-                  down_dims=(16, 32), horizon=8)
+                  down_dims=(16, 32), horizon=8, n_action_steps=4)
     config = DBPConfig(**common) if method == "dbp" else DiffusionConfig(**common, sampler="ddpm", num_train_timesteps=3, num_inference_steps=3)
     policy = make_policy(config).eval()
     policy.fit_normalizers(torch.randn(64, 2, 14), torch.randn(64, 8, 14))
@@ -401,7 +402,7 @@ def test_the_exported_head_with_rewritten_convolutions_matches_torch(tmp_path):
     from dbp_control.core.policies.dbp.modeling import DBPConfig
 
     torch.manual_seed(0)
-    policy = make_policy(DBPConfig(state_dim=14, action_dim=14, down_dims=(32, 256), horizon=8)).eval()
+    policy = make_policy(DBPConfig(state_dim=14, action_dim=14, down_dims=(32, 256), horizon=8, n_action_steps=4)).eval()
     policy.fit_normalizers(torch.randn(64, 2, 14), torch.randn(64, 8, 14))
     norms = [m for m in policy.modules() if isinstance(m, torch.nn.GroupNorm)]
     with torch.no_grad():  # as trained: every GroupNorm's weight and bias its own

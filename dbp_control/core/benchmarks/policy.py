@@ -222,6 +222,8 @@ def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range
               "successes": variant.successes, "episodes": variant.episodes,
               "seeds": [seeds.start, seeds.stop - 1], "p50_ms": variant.p50, "p99_ms": variant.p99,
               "checkpoint_sha256": source["checkpoint_sha256"], "state_noise": cfg.state_noise,
+              # the chunk step each execution started at; records without it (before 2026-11-30) started at 0
+              "executed_from_step": recipe.n_obs_steps - 1,
               "recipe": asdict(recipe)}
     with (cfg.out_dir / EVALUATIONS_LOG).open("a") as log:
         log.write(json.dumps(record) + "\n")
