@@ -73,8 +73,9 @@ def test_the_recorder_node_records_every_topic_and_survives_sigkill(tmp_path):
     endpoint = free_endpoint()
     router = open_router(endpoint)
     cli = [sys.executable, "-m", "dbp_control.cli.main", "node"]
+    # its output is kept (a few log lines) so that a robot that does not stop shows its threads' stacks
     sim = subprocess.Popen(cli + ["sim_robot", "--endpoint", endpoint, "--set", "image_height=48",
-                                  "--set", "image_width=64"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  "--set", "image_width=64"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     recorder = subprocess.Popen(cli + ["recorder", "--endpoint", endpoint, "--set", f"out_dir={tmp_path}",
                                        "--set", "object_poses=true"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
