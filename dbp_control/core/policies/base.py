@@ -46,9 +46,10 @@ class PolicyConfig:
         for name in ("state_dim", "action_dim", "horizon", "n_obs_steps", "n_action_steps"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{type(self).__name__}.{name} must be a positive integer, got {getattr(self, name)}")
-        if self.n_action_steps > self.horizon - self.n_obs_steps + 1:  # executed from the newest observation's step
+        from_newest = self.horizon - self.n_obs_steps + 1  # the steps executed from: the newest observation's on
+        if self.n_action_steps > from_newest:
             raise ValueError(f"n_action_steps ({self.n_action_steps}) cannot exceed the steps from the newest "
-                             f"observation on, horizon - n_obs_steps + 1 ({self.horizon - self.n_obs_steps + 1})")
+                             f"observation on, horizon - n_obs_steps + 1 ({from_newest})")
         multiple = 2 ** (len(self.down_dims) - 1)
         if self.horizon % multiple:
             raise ValueError(f"horizon {self.horizon} must be a multiple of {multiple} for {len(self.down_dims)} U-Net levels")
