@@ -130,6 +130,9 @@ def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
     assert folder("dbp") == tmp_path / "dbp"  # where runs before the options trained
     assert folder("diffusion", state_noise=0.1) == tmp_path / "diffusion_state_noise0.1"
     assert len({folder("dbp", state_noise=noise) for noise in (0.0, 0.05, 0.1)}) == 3
+    assert folder("diffusion", object_noise=0.1) == tmp_path / "diffusion_object_noise0.1"
+    assert folder("dbp", state_noise=0.05, object_noise=0.1) == tmp_path / "dbp_state_noise0.05_object_noise0.1"
+    assert bench_recipe(PolicyBenchConfig(object_noise=0.1), "dbp", 0).object_noise == 0.1
     sets = {"dbp_batch_size": 16, "num_generated": 16, "neighbour_positives": 15, "temperatures": (0.02, 0.05, 0.2, 1.0)}
     assert folder("dbp", state_noise=0.1, **sets) == tmp_path / "dbp_state_noise0.1_batch16_gen16_neighbours15_tau0.02-0.05-0.2-1"
     # DBP's settings are its own: the diffusion baseline keeps the common batch and its folder
@@ -602,6 +605,25 @@ def test_the_drift_field_settings_reach_the_dbp_config_and_are_dbp_only(tmp_path
         TrainRecipe(method="diffusion", num_generated=8)
 
 
+def test_object_noise_offsets_the_object_poses_by_their_own_std(tmp_path):
+    dataset = make_dataset(tmp_path / "d.zarr")  # 14 joint columns, then 14 of object poses
+    recipe = TrainRecipe(method="diffusion", state_noise=0.0, object_noise=0.1, **TINY)
+    train_on_dataset(dataset, recipe, tmp_path / "t", progress=False)
+    saved = read_checkpoint(tmp_path / "t" / "checkpoint.pt")
+    assert tuple(saved["train_config"]["state_noise"]) == (0.0,) * 14 + (0.1,) * 14
+    assert saved["metadata"]["recipe"]["object_noise"] == 0.1
+    # without object_noise, state_noise covers every feature, as checkpoints made before it recorded
+    train_on_dataset(dataset, TrainRecipe(method="diffusion", state_noise=0.05, **TINY), tmp_path / "u", progress=False)
+    assert read_checkpoint(tmp_path / "u" / "checkpoint.pt")["train_config"]["state_noise"] == 0.05
+    with pytest.raises(DatasetError, match="has no object poses for object_noise to offset"):
+        train_on_dataset(make_dataset(tmp_path / "e.zarr", objects=False), recipe, tmp_path / "v", progress=False)
+    assert not (tmp_path / "v").exists()
+    with pytest.raises(ValueError, match="object_noise offsets object poses, which only state observations carry"):
+        TrainRecipe(obs="image", object_noise=0.1)
+    with pytest.raises(ValueError, match="object_noise must be a finite number >= 0, got -0.1"):
+        TrainRecipe(object_noise=-0.1)
+
+
 def test_neighbour_positives_come_from_the_nearest_windows_of_other_episodes(tmp_path):
     dataset = Dataset(make_dataset(tmp_path / "d.zarr", episodes=4, val_fraction=0.25))
     recipe = TrainRecipe(method="dbp", neighbour_positives=2, **TINY)
@@ -721,12 +743,13 @@ def test_cli_train_export_eval(tmp_path):
     dataset = make_dataset(tmp_path / "ds.zarr")
     cli = [sys.executable, "-m", "dbp_control.cli.main"]
     train = subprocess.run(cli + ["train", str(dataset), "--down-dims", "16,32", "--horizon", "8", "--n-action-steps", "4",
-                                  "--steps", "2", "--batch-size", "4", "--state-noise", "0.05", "--out", str(tmp_path / "t"),
-                                  "--quiet"], capture_output=True, text=True, timeout=300)
+                                  "--steps", "2", "--batch-size", "4", "--state-noise", "0.05", "--object-noise", "0.2",
+                                  "--out", str(tmp_path / "t"), "--quiet"], capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr
     assert "validation loss" in train.stdout and (tmp_path / "t" / "loss.png").exists()
     saved = read_checkpoint(tmp_path / "t" / "checkpoint.pt")
-    assert saved["metadata"]["recipe"]["state_noise"] == saved["train_config"]["state_noise"] == 0.05
+    assert (saved["metadata"]["recipe"]["state_noise"], saved["metadata"]["recipe"]["object_noise"]) == (0.05, 0.2)
+    assert tuple(saved["train_config"]["state_noise"]) == (0.05,) * 14 + (0.2,) * 14
     bad_noise = subprocess.run(cli + ["train", str(dataset), "--state-noise", "-1"], capture_output=True, text=True,
                                timeout=120)
     assert bad_noise.returncode == 2 and "--state-noise: must be a finite number >= 0, got -1" in bad_noise.stderr

@@ -130,9 +130,12 @@ def test_dataset_and_config_validation():
         ArrayDataset(state=torch.zeros(0, 1, 2), action=torch.zeros(0, 8, 2))
     with pytest.raises(ValueError, match="steps must be positive"):
         TrainConfig(steps=0)
-    for bad in (-0.1, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="state_noise must be a finite number >= 0"):
+    for bad in (-0.1, float("nan"), float("inf"), (0.1, -0.1), ()):
+        with pytest.raises(ValueError, match="state_noise must be finite numbers >= 0"):
             TrainConfig(state_noise=bad)
+    with pytest.raises(ValueError, match="state_noise has 2 stds, but the policy's state has 3 features"):
+        train(_fresh_policy(), _dataset(), TrainConfig(steps=1, batch_size=4, state_noise=(0.1, 0.1)), Path("unused"),
+              progress=False)
 
 
 def test_state_noise_is_one_offset_per_window_in_normalised_units():
@@ -145,6 +148,17 @@ def test_state_noise_is_one_offset_per_window_in_normalised_units():
     torch.testing.assert_close(offset[:, 0], offset[:, 1])  # velocities between the steps are kept
     normalised_std = offset[:, 0].std(0) * policy.state_normalizer.scale
     torch.testing.assert_close(normalised_std, torch.full((3,), 0.1), rtol=0.03, atol=0)
+
+
+def test_state_noise_per_feature_offsets_each_feature_by_its_own_std():
+    policy = make_policy(DBPConfig(**SHAPE))
+    policy.fit_normalizers(torch.tensor([[[0.0, 0.0, 0.0]], [[2.0, 20.0, 0.2]]]), torch.randn(2, 8, 2))
+    state = torch.randn(20000, 1, 3)
+    torch.manual_seed(0)
+    offset = perturb_state(state, policy.state_normalizer, (0.0, 0.05, 0.2)) - state
+    assert torch.equal(offset[:, 0, 0], torch.zeros(20000))  # a std of 0 leaves that feature as recorded
+    normalised_std = offset[:, 0, 1:].std(0) * policy.state_normalizer.scale[1:]
+    torch.testing.assert_close(normalised_std, torch.tensor([0.05, 0.2]), rtol=0.03, atol=0)
 
 
 def test_state_noise_changes_what_is_trained(tmp_path):

@@ -96,7 +96,7 @@ def _bench_policy(args: argparse.Namespace) -> int:
 
     cfg = PolicyBenchConfig(out_dir=args.out, tasks=tuple(args.task), demos=args.demos, steps=args.steps,
                             batch_size=args.batch_size, preset=args.preset, state_noise=args.state_noise,
-                            lr=args.lr, dbp_lr=args.dbp_lr, dbp_batch_size=args.dbp_batch_size,
+                            object_noise=args.object_noise, lr=args.lr, dbp_lr=args.dbp_lr, dbp_batch_size=args.dbp_batch_size,
                             num_generated=args.num_generated, neighbour_positives=args.neighbour_positives,
                             temperatures=args.temperatures,
                             eval_episodes=args.episodes, noise_scales=tuple(args.noise_scale or (1.0,)),
@@ -253,7 +253,8 @@ def _train(args: argparse.Namespace) -> int:
                          horizon=args.horizon, n_obs_steps=args.n_obs_steps, n_action_steps=args.n_action_steps,
                          steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_max_decay=args.ema_decay,
                          seed=args.seed, num_generated=args.num_generated, temperatures=args.temperatures,
-                         neighbour_positives=args.neighbour_positives, state_noise=args.state_noise)
+                         neighbour_positives=args.neighbour_positives, state_noise=args.state_noise,
+                         object_noise=args.object_noise)
     out = args.out or Path("outputs") / "train" / f"{args.dataset.stem}_{args.method}_{args.obs}"
     result = train_on_dataset(args.dataset, recipe, out, resume=not args.fresh, progress=not args.quiet)
     resumed = f" (resumed from step {result.train.resumed_from})" if result.train.resumed_from else ""
@@ -482,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--preset", default=pb_defaults.preset, help="U-Net preset (small, paper)")
     pb.add_argument("--state-noise", type=_non_negative_float, default=pb_defaults.state_noise, metavar="STD",
                     help="both methods: std of the training windows' state offsets (see dbp train)")
+    pb.add_argument("--object-noise", type=_non_negative_float, default=pb_defaults.object_noise, metavar="STD",
+                    help="both methods: their std on the object poses instead (see dbp train)")
     pb.add_argument("--lr", type=_positive_float, default=pb_defaults.lr, help="both methods: peak learning rate")
     pb.add_argument("--dbp-lr", type=_positive_float, default=None, help="DBP: peak learning rate (default: --lr)")
     pb.add_argument("--dbp-batch-size", type=_positive_int, default=None,
@@ -642,6 +645,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--state-noise", type=_non_negative_float, default=t.state_noise, metavar="STD",
                     help="std of a random offset added to each training window's observed state, in normalised "
                     "units (each feature's range is [-1, 1]); the same offset at every observation step")
+    tr.add_argument("--object-noise", type=_non_negative_float, default=t.object_noise, metavar="STD",
+                    help="the offsets' std on the object poses instead (state observations; default: --state-noise), "
+                    "e.g. --state-noise 0 --object-noise 0.1 offsets only where the objects lie")
     tr.add_argument("--out", type=Path, default=None, help="output folder (default outputs/train/<dataset>_<method>_<obs>)")
     tr.add_argument("--fresh", action="store_true", help="start over instead of resuming a checkpoint in --out")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -59,6 +59,7 @@ class PolicyBenchConfig:
     batch_size: int = 64
     preset: str = "small"
     state_noise: float = 0.0  # both methods' training windows (`TrainRecipe.state_noise`)
+    object_noise: float | None = None  # on their object poses instead (`TrainRecipe.object_noise`)
     lr: float = TrainRecipe.lr  # both methods' peak learning rate, unless dbp_lr sets DBP's
     dbp_lr: float | None = None
     # DBP's drift field: observations per step (None: batch_size), samples per observation, neighbour
@@ -222,6 +223,7 @@ def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range
               "successes": variant.successes, "episodes": variant.episodes,
               "seeds": [seeds.start, seeds.stop - 1], "p50_ms": variant.p50, "p99_ms": variant.p99,
               "checkpoint_sha256": source["checkpoint_sha256"], "state_noise": cfg.state_noise,
+              "object_noise": cfg.object_noise,
               # the chunk step each execution started at; records without it (before 2026-11-30) started at 0
               "executed_from_step": recipe.n_obs_steps - 1,
               "recipe": asdict(recipe)}
@@ -233,7 +235,7 @@ def bench_recipe(cfg: PolicyBenchConfig, method: str, seed: int) -> TrainRecipe:
     """The recipe `method` trains with under training seed `seed`: one budget (steps, preset, state offsets)
     for both methods, and DBP's own drift-field settings and, when set, its own learning rate."""
     common = {"method": method, "obs": "state", "preset": cfg.preset, "steps": cfg.steps, "seed": seed,
-              "state_noise": cfg.state_noise}
+              "state_noise": cfg.state_noise, "object_noise": cfg.object_noise}
     if method != "dbp":
         return TrainRecipe(**common, batch_size=cfg.batch_size, lr=cfg.lr)
     dbp_lr = cfg.lr if cfg.dbp_lr is None else cfg.dbp_lr
@@ -250,6 +252,8 @@ def training_folder(task_root: Path, recipe: TrainRecipe, batch_size: int) -> Pa
     parts = [recipe.method]
     if recipe.state_noise:
         parts.append(f"state_noise{recipe.state_noise:g}")
+    if recipe.object_noise is not None:
+        parts.append(f"object_noise{recipe.object_noise:g}")
     if recipe.lr != TrainRecipe.lr:
         parts.append(f"lr{recipe.lr:g}")
     if recipe.method == "dbp":

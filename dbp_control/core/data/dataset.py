@@ -500,6 +500,7 @@ class WindowDataset:
             windows.append(s.start + offsets)
         self.index = torch.from_numpy(np.concatenate(windows))
         state = dataset.array("state")
+        self.joint_dim = int(state.shape[1])  # the state's first columns; the object poses follow
         if use_objects:
             state = np.concatenate([state, dataset.array("objects")], axis=1)
         self.state = torch.from_numpy(state)

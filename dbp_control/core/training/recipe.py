@@ -41,6 +41,7 @@ class TrainRecipe:
     ema_max_decay: float = 0.99
     seed: int = 0
     state_noise: float = 0.0  # std of a random offset on each window's observed state, normalised units
+    object_noise: float | None = None  # its std on the object poses instead (None: state_noise's)
     # DBP only: samples per observation, kernel temperatures of the drift field, and how many nearest
     # other demonstrations' chunks join each window's own as positives
     num_generated: int = DBPConfig.num_generated
@@ -65,6 +66,12 @@ class TrainRecipe:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if not math.isfinite(self.state_noise) or self.state_noise < 0:
             raise ValueError(f"state_noise must be a finite number >= 0, got {self.state_noise}")
+        if self.object_noise is not None:
+            if not math.isfinite(self.object_noise) or self.object_noise < 0:
+                raise ValueError(f"object_noise must be a finite number >= 0, got {self.object_noise}")
+            if self.obs != "state":
+                raise ValueError(f"object_noise offsets object poses, which only state observations carry; "
+                                 f"this recipe observes {self.obs!r}")
         if self.obs not in OBSERVATIONS:
             raise ValueError(f"unknown observation type {self.obs!r}; known: {list(OBSERVATIONS)}")
 
@@ -83,6 +90,18 @@ def windows_for(dataset: Dataset, recipe: TrainRecipe, split: str, *, neighbours
                          use_objects=recipe.obs == "state" and bool(dataset.layout.get("objects")),
                          cameras=dataset.cameras if recipe.obs == "image" else (),
                          neighbours=recipe.neighbour_positives if neighbours else 0)
+
+
+def state_offset_stds(recipe: TrainRecipe, windows: WindowDataset) -> float | tuple[float, ...]:
+    """TrainConfig.state_noise for `recipe`: its state_noise on every feature, or, with object_noise, that on
+    the object poses (the columns after the joints) and state_noise on the joints."""
+    if recipe.object_noise is None:
+        return recipe.state_noise
+    if not windows.use_objects:
+        raise DatasetError(f"{windows.dataset.path} has no object poses for object_noise to offset; build it with "
+                           "--objects or train without --object-noise")
+    objects = windows.state_dim - windows.joint_dim
+    return (recipe.state_noise,) * windows.joint_dim + (recipe.object_noise,) * objects
 
 
 @dataclass(frozen=True)
@@ -117,7 +136,7 @@ def train_on_dataset(dataset_path: Path, recipe: TrainRecipe, out_dir: Path, *, 
         "state_keys": ["joints", "objects"] if windows.use_objects else ["joints"],
     }
     cfg = TrainConfig(steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr, ema_max_decay=recipe.ema_max_decay,
-                      seed=recipe.seed, state_noise=recipe.state_noise, checkpoint_every=max(1, min(500, recipe.steps // 4)),
+                      seed=recipe.seed, state_noise=state_offset_stds(recipe, windows), checkpoint_every=max(1, min(500, recipe.steps // 4)),
                       log_every=max(1, min(25, recipe.steps // 10)))
     result = train(policy, windows, cfg, out_dir, resume=resume, progress=progress, desc=f"train {recipe.method}",
                    metadata=metadata)

@@ -45,8 +45,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 25
     # std of a random offset added to each training window's observed state, in the normaliser's units
-    # (each feature's training range maps to [-1, 1]); 0 trains on the states as recorded
-    state_noise: float = 0.0
+    # (each feature's training range maps to [-1, 1]): one for every feature, or one per feature; 0 trains
+    # on the states as recorded
+    state_noise: float | tuple[float, ...] = 0.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
@@ -54,8 +55,16 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
             raise ValueError("TrainConfig: lr and grad_clip must be positive, warmup_steps non-negative")
-        if not math.isfinite(self.state_noise) or self.state_noise < 0:
-            raise ValueError(f"TrainConfig.state_noise must be a finite number >= 0, got {self.state_noise}")
+        if isinstance(self.state_noise, (list, tuple)):
+            self.state_noise = tuple(float(std) for std in self.state_noise)
+        stds = self.state_noise if isinstance(self.state_noise, tuple) else (self.state_noise,)
+        if not stds or not all(math.isfinite(std) and std >= 0 for std in stds):
+            raise ValueError(f"TrainConfig.state_noise must be finite numbers >= 0, got {self.state_noise}")
+
+    @property
+    def perturbs_state(self) -> bool:
+        stds = self.state_noise if isinstance(self.state_noise, tuple) else (self.state_noise,)
+        return any(std > 0 for std in stds)
 
 
 def seed_everything(seed: int) -> None:
@@ -64,11 +73,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def perturb_state(state: torch.Tensor, normalizer: MinMaxNormalizer, noise: float) -> torch.Tensor:
-    """state [B, To, S] in robot units plus one Gaussian offset per window (std `noise` in normalised units),
-    the same at every observation step: the policy learns to act from states near, not only on, the
-    demonstrations', while the velocities it reads from consecutive steps stay as recorded."""
-    offset = torch.randn(state.shape[0], 1, state.shape[2], device=state.device) * noise
+def perturb_state(state: torch.Tensor, normalizer: MinMaxNormalizer, noise: float | tuple[float, ...]) -> torch.Tensor:
+    """state [B, To, S] in robot units plus one Gaussian offset per window (std `noise` in normalised units:
+    one for all S features or one per feature), the same at every observation step: the policy learns to
+    act from states near, not only on, the demonstrations', while the velocities it reads from consecutive
+    steps stay as recorded."""
+    std = torch.as_tensor(noise, dtype=state.dtype, device=state.device)
+    offset = torch.randn(state.shape[0], 1, state.shape[2], device=state.device) * std
     return state + offset / normalizer.scale  # normalised = state * scale + offset
 
 
@@ -116,6 +127,9 @@ def train(
         raise RuntimeError("fit the policy's normalisers on the training data before training")
     if len(dataset) == 0:
         raise ValueError("cannot train on an empty dataset")
+    if isinstance(cfg.state_noise, tuple) and len(cfg.state_noise) != policy.config.state_dim:
+        raise ValueError(f"TrainConfig.state_noise has {len(cfg.state_noise)} stds, but the policy's state has "
+                         f"{policy.config.state_dim} features")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, metrics_path = out_dir / CHECKPOINT_NAME, out_dir / METRICS_NAME
@@ -180,7 +194,7 @@ def train(
             indices = torch.randint(0, len(dataset), (cfg.batch_size,), generator=batch_rng)
             batch = dataset.batch(indices)
             data_s += time.perf_counter() - started
-            if cfg.state_noise > 0:  # after the timing: read_fraction measures reading batches only
+            if cfg.perturbs_state:  # after the timing: read_fraction measures reading batches only
                 batch = {**batch, "state": perturb_state(batch["state"], policy.state_normalizer, cfg.state_noise)}
             loss, diagnostics = policy.compute_loss(batch)
             if not torch.isfinite(loss):
