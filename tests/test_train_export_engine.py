@@ -125,19 +125,28 @@ def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
 
     def folder(method, seed=0, **options):
         cfg = PolicyBenchConfig(out_dir=tmp_path, **options)
-        return training_folder(tmp_path, bench_recipe(cfg, method, seed), cfg.batch_size)
+        return training_folder(tmp_path, bench_recipe(cfg, method, seed, "lift"), cfg.batch_size)
 
     assert folder("dbp") == tmp_path / "dbp"  # where runs before the options trained
     assert folder("diffusion", state_noise=0.1) == tmp_path / "diffusion_state_noise0.1"
     assert len({folder("dbp", state_noise=noise) for noise in (0.0, 0.05, 0.1)}) == 3
     assert folder("diffusion", object_noise=0.1) == tmp_path / "diffusion_object_noise0.1"
     assert folder("dbp", state_noise=0.05, object_noise=0.1) == tmp_path / "dbp_state_noise0.05_object_noise0.1"
-    assert bench_recipe(PolicyBenchConfig(object_noise=0.1), "dbp", 0).object_noise == 0.1
+    assert bench_recipe(PolicyBenchConfig(object_noise=0.1), "dbp", 0, "lift").object_noise == 0.1
+    # a task's own offsets, for both methods; the other tasks keep the common ones
+    per_task = PolicyBenchConfig(tasks=("handover", "transport"), state_noise=0.05, object_noise=0.1,
+                                 task_state_noise={"transport": 0.0})
+    assert [(r.state_noise, r.object_noise) for r in (bench_recipe(per_task, m, 0, t) for t in per_task.tasks
+                                                       for m in ("dbp", "diffusion"))] == [(0.05, 0.1)] * 2 + [(0.0, 0.1)] * 2
+    with pytest.raises(ValueError, match=r"task_object_noise names task\(s\) \['lift'\] that this run does not bench"):
+        PolicyBenchConfig(tasks=("handover",), task_object_noise={"lift": 0.1})
+    with pytest.raises(ValueError, match="state_noise must be a finite number >= 0, got -1"):
+        PolicyBenchConfig(tasks=("handover",), task_state_noise={"handover": -1.0})
     sets = {"dbp_batch_size": 16, "num_generated": 16, "neighbour_positives": 15, "temperatures": (0.02, 0.05, 0.2, 1.0)}
     assert folder("dbp", state_noise=0.1, **sets) == tmp_path / "dbp_state_noise0.1_batch16_gen16_neighbours15_tau0.02-0.05-0.2-1"
     # DBP's settings are its own: the diffusion baseline keeps the common batch and its folder
     assert folder("diffusion", state_noise=0.1, **sets) == tmp_path / "diffusion_state_noise0.1"
-    assert bench_recipe(PolicyBenchConfig(**sets), "diffusion", 0).batch_size == PolicyBenchConfig().batch_size
+    assert bench_recipe(PolicyBenchConfig(**sets), "diffusion", 0, "lift").batch_size == PolicyBenchConfig().batch_size
     assert folder("dbp", dbp_batch_size=PolicyBenchConfig().batch_size) == tmp_path / "dbp"  # the common batch
     for options in ({"num_generated": 8}, {"neighbour_positives": 1}, {"temperatures": (0.1,)}):
         assert folder("dbp", **options) != tmp_path / "dbp", options
@@ -145,9 +154,9 @@ def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
     assert folder("diffusion", state_noise=0.1, lr=3e-3) == tmp_path / "diffusion_state_noise0.1_lr0.003"
     assert folder("dbp", state_noise=0.1, lr=3e-3) == tmp_path / "dbp_state_noise0.1_lr0.003"
     assert folder("diffusion", dbp_lr=3e-3) == tmp_path / "diffusion"
-    assert bench_recipe(PolicyBenchConfig(lr=2e-3, dbp_lr=3e-3), "dbp", 0).lr == 3e-3
+    assert bench_recipe(PolicyBenchConfig(lr=2e-3, dbp_lr=3e-3), "dbp", 0, "lift").lr == 3e-3
     # a training seed other than 0 trains beside seed 0's folder, where single-seed runs trained
-    assert bench_recipe(PolicyBenchConfig(), "diffusion", 2).seed == 2
+    assert bench_recipe(PolicyBenchConfig(), "diffusion", 2, "lift").seed == 2
     assert folder("dbp", 1, state_noise=0.1, dbp_lr=3e-3) == tmp_path / "dbp_state_noise0.1_lr0.003_seed1"
     assert folder("diffusion", 2) == tmp_path / "diffusion_seed2"
     assert folder("dbp", lr=PolicyBenchConfig().lr) == tmp_path / "dbp"
@@ -183,8 +192,10 @@ def test_bench_table_judges_each_goal_and_the_plot_is_written(tmp_path):
          variant("handover", "DDPM-100", 16, 150.0), variant("handover", "DBP", 32, 3.0, 0.0),
          variant("handover", "DDIM-10", 30, 30.0, 0.0), variant("handover", "DDPM-100", 27, 150.0, 0.0)],
         head_ms=[1.5] * 90 + [2.5] * 10, head_int8_ms=[1.2] * 100, encoder_ms=[6.0], encoder_int8_ms=[3.0],
-        providers=["CPUExecutionProvider"], train_seconds={})
+        providers=["CPUExecutionProvider"], train_seconds={}, state_offsets={"lift": (0.0, None), "handover": (0.05, 0.1)})
     table = format_policy_table(result)
+    assert "lift: both methods trained on states offset by std 0\n" in table
+    assert "handover: both methods trained on states offset by std 0.05 (object poses: 0.1)" in table
     # each noise scale judged on its own: DBP against DDPM-100 sampled with the same scale
     assert "lift, noise scale 1: DBP success 50/50 vs DDPM-100 47/50 (goal: at least as successful: met)" in table
     assert "lift, noise scale 0: DBP success 49/50 vs DDPM-100 47/50 (goal: at least as successful: met)" in table
@@ -242,6 +253,7 @@ def test_bench_runs_end_to_end_and_its_evaluation_does_not_depend_on_the_timing(
     assert [(v.successes, v.episodes) for v in first.variants if v.noise_scale == 1.0] == \
         [(v.successes, v.episodes) for v in second.variants]
     assert first.variants[0].episodes == 2 and (tmp_path / "bench_policy.png").exists()
+    assert first.state_offsets == {"lift": (0.0, None)}  # the table's line of what both methods trained on
     # each evaluation was logged as it finished, both runs' in order, so an interrupted run keeps its scores
     logged = [json.loads(line) for line in (tmp_path / "evaluations.jsonl").read_text().splitlines()]
     assert [(r["label"], r["noise_scale"], r["successes"], r["episodes"], r["seeds"]) for r in logged] == [
@@ -759,6 +771,13 @@ def test_cli_train_export_eval(tmp_path):
     twice = subprocess.run(cli + ["bench", "policy", "--noise-scale", "0", "--noise-scale", "0", "--out",
                                   str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
     assert twice.returncode == 2 and "noise_scales must be one or more different scales, got [0.0, 0.0]" in twice.stderr
+    other_task = subprocess.run(cli + ["bench", "policy", "--task", "handover", "--state-noise", "0.1", "--state-noise",
+                                       "lift=0", "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
+    assert other_task.returncode == 2 and "task_state_noise names task(s) ['lift']" in other_task.stderr
+    one_task_twice = subprocess.run(cli + ["bench", "policy", "--object-noise", "lift=0.1", "--object-noise", "lift=0.2",
+                                           "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
+    assert one_task_twice.returncode == 2 and "--object-noise: give at most one STD, and one TASK=STD per task" \
+        in one_task_twice.stderr
     assert not (tmp_path / "b").exists()  # refused before any demonstration is recorded
     seed_twice = subprocess.run(cli + ["bench", "policy", "--seed", "1", "--seed", "1", "--out", str(tmp_path / "b")],
                                 capture_output=True, text=True, timeout=120)

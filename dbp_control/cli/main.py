@@ -43,6 +43,24 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _task_std(text: str) -> tuple[str | None, float]:
+    """`STD` (every task's) or `TASK=STD` (that task's)."""
+    task, _, std = text.rpartition("=")
+    if "=" in text and not task:
+        raise argparse.ArgumentTypeError(f"expected STD or TASK=STD, got {text!r}")
+    return task or None, _non_negative_float(std)
+
+
+def _per_task(values: list[tuple[str | None, float]] | None, option: str, default: float | None
+              ) -> tuple[float | None, dict[str, float]]:
+    """The common value and the per-task ones of a repeated `STD` / `TASK=STD` option."""
+    common = [std for task, std in values or () if task is None]
+    tasks = [task for task, _ in values or () if task is not None]
+    if len(common) > 1 or len(tasks) != len(set(tasks)):
+        raise ValueError(f"{option}: give at most one STD, and one TASK=STD per task")
+    return (common[0] if common else default), {task: std for task, std in values or () if task is not None}
+
+
 def _positive_float(text: str) -> float:
     value = _non_negative_float(text)
     if value == 0:
@@ -94,9 +112,12 @@ def _bench_multimodal(args: argparse.Namespace) -> int:
 def _bench_policy(args: argparse.Namespace) -> int:
     from dbp_control.core.benchmarks.policy import PolicyBenchConfig, format_policy_table, run_policy_benchmark
 
+    state_noise, task_state_noise = _per_task(args.state_noise, "--state-noise", PolicyBenchConfig.state_noise)
+    object_noise, task_object_noise = _per_task(args.object_noise, "--object-noise", PolicyBenchConfig.object_noise)
     cfg = PolicyBenchConfig(out_dir=args.out, tasks=tuple(args.task), demos=args.demos, steps=args.steps,
-                            batch_size=args.batch_size, preset=args.preset, state_noise=args.state_noise,
-                            object_noise=args.object_noise, lr=args.lr, dbp_lr=args.dbp_lr, dbp_batch_size=args.dbp_batch_size,
+                            batch_size=args.batch_size, preset=args.preset, state_noise=state_noise,
+                            object_noise=object_noise, task_state_noise=task_state_noise,
+                            task_object_noise=task_object_noise, lr=args.lr, dbp_lr=args.dbp_lr, dbp_batch_size=args.dbp_batch_size,
                             num_generated=args.num_generated, neighbour_positives=args.neighbour_positives,
                             temperatures=args.temperatures,
                             eval_episodes=args.episodes, noise_scales=tuple(args.noise_scale or (1.0,)),
@@ -481,10 +502,12 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--steps", type=_positive_int, default=pb_defaults.steps, help="training steps per method")
     pb.add_argument("--batch-size", type=_positive_int, default=pb_defaults.batch_size)
     pb.add_argument("--preset", default=pb_defaults.preset, help="U-Net preset (small, paper)")
-    pb.add_argument("--state-noise", type=_non_negative_float, default=pb_defaults.state_noise, metavar="STD",
-                    help="both methods: std of the training windows' state offsets (see dbp train)")
-    pb.add_argument("--object-noise", type=_non_negative_float, default=pb_defaults.object_noise, metavar="STD",
-                    help="both methods: their std on the object poses instead (see dbp train)")
+    pb.add_argument("--state-noise", type=_task_std, action="append", default=None, metavar="[TASK=]STD",
+                    help="both methods: std of the training windows' state offsets (see dbp train); TASK=STD sets "
+                    f"one task's (repeatable; default {pb_defaults.state_noise:g})")
+    pb.add_argument("--object-noise", type=_task_std, action="append", default=None, metavar="[TASK=]STD",
+                    help="both methods: their std on the object poses instead (see dbp train); TASK=STD sets one "
+                    "task's (repeatable)")
     pb.add_argument("--lr", type=_positive_float, default=pb_defaults.lr, help="both methods: peak learning rate")
     pb.add_argument("--dbp-lr", type=_positive_float, default=None, help="DBP: peak learning rate (default: --lr)")
     pb.add_argument("--dbp-batch-size", type=_positive_int, default=None,

@@ -60,6 +60,9 @@ class PolicyBenchConfig:
     preset: str = "small"
     state_noise: float = 0.0  # both methods' training windows (`TrainRecipe.state_noise`)
     object_noise: float | None = None  # on their object poses instead (`TrainRecipe.object_noise`)
+    # a task's own values of the two above (task -> std), for both methods
+    task_state_noise: dict[str, float] = field(default_factory=dict)
+    task_object_noise: dict[str, float] = field(default_factory=dict)
     lr: float = TrainRecipe.lr  # both methods' peak learning rate, unless dbp_lr sets DBP's
     dbp_lr: float | None = None
     # DBP's drift field: observations per step (None: batch_size), samples per observation, neighbour
@@ -82,8 +85,13 @@ class PolicyBenchConfig:
         if (not self.seeds or len(set(self.seeds)) != len(self.seeds)
                 or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds)):
             raise ValueError(f"seeds must be one or more different integers >= 0, got {list(self.seeds)}")
-        for method in ("dbp", "diffusion"):  # bad settings fail here, before any demonstration is recorded
-            bench_recipe(self, method, self.seeds[0])
+        for name in ("task_state_noise", "task_object_noise"):
+            unknown = sorted(set(getattr(self, name)) - set(self.tasks))
+            if unknown:
+                raise ValueError(f"{name} names task(s) {unknown} that this run does not bench (tasks: {list(self.tasks)})")
+        for task in self.tasks:  # bad settings fail here, before any demonstration is recorded
+            for method in ("dbp", "diffusion"):
+                bench_recipe(self, method, self.seeds[0], task)
         self.noise_scales = tuple(check_noise_scale(scale) for scale in self.noise_scales)
         if not self.noise_scales or len(set(self.noise_scales)) != len(self.noise_scales):
             raise ValueError(f"noise_scales must be one or more different scales, got {list(self.noise_scales)}")
@@ -118,6 +126,8 @@ class PolicyBenchResult:
     encoder_int8_ms: list[float]  # the same, quantised to INT8 (`dbp export --int8-encoders`)
     providers: list[str]
     train_seconds: dict[str, float]
+    # per task, the std of both methods' training offsets on the state and on the object poses (None: the state's)
+    state_offsets: dict[str, tuple[float, float | None]] = field(default_factory=dict)
 
 
 def _record_demos(task: str, bags: Path, demos: int, progress: Callable[[Any], Any]) -> None:
@@ -222,8 +232,8 @@ def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range
               "noise_scale": variant.noise_scale, "training_seed": variant.training_seed,
               "successes": variant.successes, "episodes": variant.episodes,
               "seeds": [seeds.start, seeds.stop - 1], "p50_ms": variant.p50, "p99_ms": variant.p99,
-              "checkpoint_sha256": source["checkpoint_sha256"], "state_noise": cfg.state_noise,
-              "object_noise": cfg.object_noise,
+              "checkpoint_sha256": source["checkpoint_sha256"], "state_noise": recipe.state_noise,
+              "object_noise": recipe.object_noise,
               # the chunk step each execution started at; records without it (before 2026-11-30) started at 0
               "executed_from_step": recipe.n_obs_steps - 1,
               "recipe": asdict(recipe)}
@@ -231,11 +241,13 @@ def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range
         log.write(json.dumps(record) + "\n")
 
 
-def bench_recipe(cfg: PolicyBenchConfig, method: str, seed: int) -> TrainRecipe:
-    """The recipe `method` trains with under training seed `seed`: one budget (steps, preset, state offsets)
-    for both methods, and DBP's own drift-field settings and, when set, its own learning rate."""
+def bench_recipe(cfg: PolicyBenchConfig, method: str, seed: int, task: str) -> TrainRecipe:
+    """The recipe `method` trains with on `task` under training seed `seed`: one budget (steps, preset, the
+    task's state offsets) for both methods, and DBP's own drift-field settings and, when set, its own
+    learning rate."""
     common = {"method": method, "obs": "state", "preset": cfg.preset, "steps": cfg.steps, "seed": seed,
-              "state_noise": cfg.state_noise, "object_noise": cfg.object_noise}
+              "state_noise": cfg.task_state_noise.get(task, cfg.state_noise),
+              "object_noise": cfg.task_object_noise.get(task, cfg.object_noise)}
     if method != "dbp":
         return TrainRecipe(**common, batch_size=cfg.batch_size, lr=cfg.lr)
     dbp_lr = cfg.lr if cfg.dbp_lr is None else cfg.dbp_lr
@@ -294,7 +306,7 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
         for seed in cfg.seeds:
             checkpoints, recipes = {}, {}
             for method in ("dbp", "diffusion"):
-                recipe = bench_recipe(cfg, method, seed)
+                recipe = bench_recipe(cfg, method, seed, task)
                 train_dir = training_folder(root, recipe, cfg.batch_size)
                 start = time.perf_counter()
                 train_on_dataset(dataset, recipe, train_dir, progress=cfg.progress)
@@ -326,8 +338,10 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
     # graphs a third slower (p50 2.96 against 2.2 ms for the float head)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
         image_policy = fresh.submit(_image_policy_latency, cfg).result()
+    offsets = {task: (recipe.state_noise, recipe.object_noise)
+               for task in cfg.tasks for recipe in [bench_recipe(cfg, "dbp", cfg.seeds[0], task)]}
     result = PolicyBenchResult(variants, image_policy["head"], image_policy["head_int8"], image_policy["encoder"],
-                               image_policy["encoder_int8"], providers, train_seconds)
+                               image_policy["encoder_int8"], providers, train_seconds, offsets)
     (cfg.out_dir / "results.json").write_text(json.dumps({
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "variants": [{**asdict(v), "p50_ms": v.p50, "p99_ms": v.p99} for v in variants],
@@ -379,6 +393,10 @@ def format_policy_table(result: PolicyBenchResult) -> str:
     seeds = list(dict.fromkeys(v.training_seed for v in result.variants))
     over = f" over training seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else ""
     for task in dict.fromkeys(v.task for v in result.variants):
+        if task in result.state_offsets:
+            state, objects = result.state_offsets[task]
+            lines.append(f"{task}: both methods trained on states offset by std {state:g}"
+                         + ("" if objects is None else f" (object poses: {objects:g})"))
         for scale in scales:
             (dbp, dbp_n), (ddpm, ddpm_n) = (_pooled(_rows(result, task, label, scale)) for label in ("DBP", "DDPM-100"))
             lines.append(f"{task}, noise scale {scale:g}: DBP success {dbp}/{dbp_n} vs DDPM-100 {ddpm}/{ddpm_n}{over} "
