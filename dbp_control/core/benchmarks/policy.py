@@ -88,7 +88,8 @@ class PolicyBenchConfig:
         for name in ("task_state_noise", "task_object_noise"):
             unknown = sorted(set(getattr(self, name)) - set(self.tasks))
             if unknown:
-                raise ValueError(f"{name} names task(s) {unknown} that this run does not bench (tasks: {list(self.tasks)})")
+                raise ValueError(f"{name} names task(s) {unknown} that this run does not bench "
+                                 f"(tasks: {list(self.tasks)})")
         for task in self.tasks:  # bad settings fail here, before any demonstration is recorded
             for method in ("dbp", "diffusion"):
                 bench_recipe(self, method, self.seeds[0], task)

@@ -136,7 +136,8 @@ def train_on_dataset(dataset_path: Path, recipe: TrainRecipe, out_dir: Path, *, 
         "state_keys": ["joints", "objects"] if windows.use_objects else ["joints"],
     }
     cfg = TrainConfig(steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr, ema_max_decay=recipe.ema_max_decay,
-                      seed=recipe.seed, state_noise=state_offset_stds(recipe, windows), checkpoint_every=max(1, min(500, recipe.steps // 4)),
+                      seed=recipe.seed, state_noise=state_offset_stds(recipe, windows),
+                      checkpoint_every=max(1, min(500, recipe.steps // 4)),
                       log_every=max(1, min(25, recipe.steps // 10)))
     result = train(policy, windows, cfg, out_dir, resume=resume, progress=progress, desc=f"train {recipe.method}",
                    metadata=metadata)
