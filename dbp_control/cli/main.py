@@ -55,10 +55,11 @@ def _per_task(values: list[tuple[str | None, float]] | None, option: str, defaul
               ) -> tuple[float | None, dict[str, float]]:
     """The common value and the per-task ones of a repeated `STD` / `TASK=STD` option."""
     common = [std for task, std in values or () if task is None]
-    tasks = [task for task, _ in values or () if task is not None]
-    if len(common) > 1 or len(tasks) != len(set(tasks)):
+    named = [(task, std) for task, std in values or () if task is not None]
+    per_task = dict(named)
+    if len(common) > 1 or len(per_task) != len(named):
         raise ValueError(f"{option}: give at most one STD, and one TASK=STD per task")
-    return (common[0] if common else default), {task: std for task, std in values or () if task is not None}
+    return (common[0] if common else default), per_task
 
 
 def _positive_float(text: str) -> float:

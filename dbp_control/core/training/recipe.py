@@ -64,14 +64,13 @@ class TrainRecipe:
             raise ValueError(f"neighbour_positives must be >= 0, got {self.neighbour_positives}")
         if not math.isfinite(self.lr) or self.lr <= 0:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
-        if not math.isfinite(self.state_noise) or self.state_noise < 0:
-            raise ValueError(f"state_noise must be a finite number >= 0, got {self.state_noise}")
-        if self.object_noise is not None:
-            if not math.isfinite(self.object_noise) or self.object_noise < 0:
-                raise ValueError(f"object_noise must be a finite number >= 0, got {self.object_noise}")
-            if self.obs != "state":
-                raise ValueError(f"object_noise offsets object poses, which only state observations carry; "
-                                 f"this recipe observes {self.obs!r}")
+        for name in ("state_noise", "object_noise"):  # object_noise None: state_noise's
+            std = getattr(self, name)
+            if std is not None and (not math.isfinite(std) or std < 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {std}")
+        if self.object_noise is not None and self.obs != "state":
+            raise ValueError(f"object_noise offsets object poses, which only state observations carry; "
+                             f"this recipe observes {self.obs!r}")
         if self.obs not in OBSERVATIONS:
             raise ValueError(f"unknown observation type {self.obs!r}; known: {list(OBSERVATIONS)}")
 
