@@ -160,6 +160,9 @@ def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
     assert folder("dbp", 1, state_noise=0.1, dbp_lr=3e-3) == tmp_path / "dbp_state_noise0.1_lr0.003_seed1"
     assert folder("diffusion", 2) == tmp_path / "diffusion_seed2"
     assert folder("dbp", lr=PolicyBenchConfig().lr) == tmp_path / "dbp"
+    # another budget trains beside the default one's (a checkpoint of 3000 steps refuses to resume at 6000)
+    assert folder("diffusion", steps=6000, state_noise=0.05) == tmp_path / "diffusion_steps6000_state_noise0.05"
+    assert folder("dbp", steps=PolicyBenchConfig().steps) == tmp_path / "dbp"
     with pytest.raises(ValueError, match="lr"):
         PolicyBenchConfig(dbp_lr=0.0)
     with pytest.raises(ValueError, match="num_generated"):

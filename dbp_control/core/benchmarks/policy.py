@@ -258,11 +258,13 @@ def bench_recipe(cfg: PolicyBenchConfig, method: str, seed: int, task: str) -> T
 
 
 def training_folder(task_root: Path, recipe: TrainRecipe, batch_size: int) -> Path:
-    """A folder per recipe variant: a run with another noise level, learning rate or drift field trains
+    """A folder per recipe variant: a run with another budget, noise level, learning rate or drift field trains
     afresh beside the earlier one (resuming a checkpoint of another recipe is refused) instead of failing on
     it. `batch_size` is the bench's common one; a DBP batch that differs from it is part of the name, as is
     a training seed other than 0 (last, so a recipe's seeds sort together)."""
     parts = [recipe.method]
+    if recipe.steps != TrainRecipe.steps:
+        parts.append(f"steps{recipe.steps}")
     if recipe.state_noise:
         parts.append(f"state_noise{recipe.state_noise:g}")
     if recipe.object_noise is not None:
