@@ -270,7 +270,7 @@ def test_bench_runs_end_to_end_and_its_evaluation_does_not_depend_on_the_timing(
         ("DBP", 0), ("DDIM-10", 0), ("DDPM-100", 0), ("DBP", 1), ("DDIM-10", 1), ("DDPM-100", 1)]
     assert [(v.successes, v.episodes) for v in both.variants[:3]] == [(v.successes, v.episodes) for v in second.variants]
     assert both.variants[0].latency_ms is both.variants[3].latency_ms  # one graph, timed once for both seeds
-    assert {"dbp_seed1", "diffusion_seed1"} <= {p.name for p in tmp_path.joinpath("lift").iterdir()}
+    assert {"dbp_steps2_seed1", "diffusion_steps2_seed1"} <= {p.name for p in tmp_path.joinpath("lift").iterdir()}
     assert {p.name for p in tmp_path.joinpath("lift", "onnx").iterdir()} == {
         "dbp", "ddim-10", "ddpm-100", "dbp_seed1", "ddim-10_seed1", "ddpm-100_seed1"}
     logged = [json.loads(line) for line in (tmp_path / "evaluations.jsonl").read_text().splitlines()][-6:]
