@@ -57,7 +57,8 @@ class TrainConfig:
             raise ValueError("TrainConfig: lr and grad_clip must be positive, warmup_steps non-negative")
         if isinstance(self.state_noise, (list, tuple)):
             self.state_noise = tuple(float(std) for std in self.state_noise)
-        if not self._state_stds() or not all(math.isfinite(std) and std >= 0 for std in self._state_stds()):
+        stds = self._state_stds()
+        if not stds or not all(math.isfinite(std) and std >= 0 for std in stds):
             raise ValueError(f"TrainConfig.state_noise must be finite numbers >= 0, got {self.state_noise}")
 
     def _state_stds(self) -> tuple[float, ...]:
