@@ -21,7 +21,7 @@ from dbp_control.core.channels import CHANNELS
 from dbp_control.core.inference.loop import steps_from_now
 from dbp_control.core.layout import CAMERAS
 from dbp_control.core.observation.images import resize_rgb
-from dbp_control.core.policies.base import check_noise_scale
+from dbp_control.core.noise import check_noise_scale
 from dbp_control.core.sim.robot import DualArmSim
 from dbp_control.core.sim.tasks import make_task
 

@@ -37,15 +37,13 @@ from dbp_control.core.export.groupnorm import rewrite_group_norms
 from dbp_control.core.export.matmul_conv import MIN_IN_CHANNELS, rewritable, rewrite_convolutions
 from dbp_control.core.export.mish import rewrite_mish
 from dbp_control.core.export.quantize import CALIBRATION_FRAMES, quantize_encoder, quantize_head
+from dbp_control.core.export.sidecar import SIDECAR, SIDECAR_FORMAT, SIDECAR_VERSION, sha256_file
 from dbp_control.core.layout import SIDES, joint_names
 from dbp_control.core.policies import Policy
 from dbp_control.core.policies.diffusion.modeling import DiffusionPolicy
 from dbp_control.core.policies.diffusion.scheduler import denoise_step
 from dbp_control.core.training.checkpoint import load_policy, read_checkpoint
 
-SIDECAR = "policy.yaml"
-SIDECAR_FORMAT = "dbp_control.policy"
-SIDECAR_VERSION = 2  # 2: encoders give FiLM conditions, not features (1 is read for state-only policies)
 OPSET = 17
 HEAD_TEST_INPUTS = 16  # inputs on which an INT8 head's error against the float head is measured
 SAMPLER_DOMAIN, SAMPLER_OP = "dbp_control", "SamplerLoop"  # the head's placeholder for the sampler while traced
@@ -54,14 +52,6 @@ SAMPLER_INPUTS = ("x", "cond", "offset", "table", "noise")  # SamplerLoop.forwar
 
 class ExportError(ValueError):
     """A checkpoint that cannot be exported as asked."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @functools.cache

@@ -1,7 +1,8 @@
 """The inference engine: an exported policy (ONNX graphs + policy.yaml) run with ONNX Runtime.
 
-Providers are tried in the order TensorRT, CUDA, CPU; the ones a session actually got are reported
-(onnxruntime-gpu silently falls back to CPU when CUDA libraries are missing). Thread counts are fixed
+Providers are tried in the order TensorRT, CUDA, CPU, one at a time, and the one the sessions got is
+reported (onnxruntime-gpu falls back on its own when a provider's libraries are missing, and drops the
+provider's options as it does); a provider asked for by name must be the one they get. Thread counts are fixed
 (no pool busy-waits between calls), the thread that calls the head can be pinned to a CPU of its own
 (`dbp_control.core.inference.cpus`, as the policy node does), the sessions are warmed up, and the
 sidecar is checked against the live robot configuration before anything runs. Image features are
@@ -17,11 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from dbp_control.core.export.onnx_export import SIDECAR, SIDECAR_FORMAT, SIDECAR_VERSION, sha256_file
-from dbp_control.core.policies.base import check_noise_scale
+from dbp_control.core.export.sidecar import SIDECAR, SIDECAR_FORMAT, SIDECAR_VERSION, sha256_file
+from dbp_control.core.noise import check_noise_scale
 from dbp_control.core.yaml_files import load_mapping
 
-PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+CPU = "CPUExecutionProvider"
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", CPU)
+# float32 as exported: CUDA's default TF32 matrix products round inputs to 10 bits, off torch by more than 1e-4
+PROVIDER_OPTIONS: dict[str, dict[str, str]] = {"CUDAExecutionProvider": {"use_tf32": "0"}}
 PRECISIONS = {"float32": "", "int8": "_int8"}  # -> the suffix of the graphs' names
 
 
@@ -138,17 +142,29 @@ class PolicyEngine:
         # the head runs at the control rate with `threads` threads, the encoders once per camera frame beside
         # it on one thread; no pool busy-waits between calls, so the two never burn each other's cores
         head_options, encoder_options = session_options(threads, spinning=False), session_options(1, spinning=False)
-        chosen = choose_providers(providers)
+        # the default order tries one provider at a time, with the CPU behind it, so each keeps its options:
+        # ONNX Runtime's own fallback (TensorRT listed but libnvinfer missing) retries CUDA without them
+        chains = [choose_providers(providers)] if providers else [[p, CPU] if p != CPU else [CPU]
+                                                                  for p in choose_providers()]
         self.sessions: dict[str, Any] = {}
         for name, file in graphs.items():  # the fused policy graph is for other runtimes: the split pair runs here
             graph = self.sidecar["graphs"][file]
-            try:
-                self.sessions[name] = ort.InferenceSession(str(self.model_dir / graph["file"]),
-                                                           head_options if name == "head" else encoder_options,
-                                                           providers=chosen)
-            except Exception as exc:  # onnxruntime raises its own exception types for invalid models
-                raise EngineError(f"ONNX Runtime cannot load {graph['file']}: {exc}") from exc
-        self.providers = self.sessions["head"].get_providers()  # what it got, not what was asked
+            for tried, chain in enumerate(chains):
+                try:
+                    session = ort.InferenceSession(str(self.model_dir / graph["file"]),
+                                                   head_options if name == "head" else encoder_options,
+                                                   providers=[(p, PROVIDER_OPTIONS.get(p, {})) for p in chain])
+                except Exception as exc:  # onnxruntime raises its own exception types for invalid models
+                    raise EngineError(f"ONNX Runtime cannot load {graph['file']}: {exc}") from exc
+                got = session.get_providers()  # what it got, not what was asked
+                if got[0] == chain[0]:
+                    break
+                if providers:  # asked for by name: a fallback would hide a missing library
+                    raise EngineError(f"{graph['file']}: asked for {chain[0]}, ONNX Runtime gave {got} (are the "
+                                      f"libraries that provider needs, such as CUDA, cuDNN or TensorRT, installed?)")
+            self.sessions[name] = session
+            chains = chains[tried:]  # the head goes first: the encoders start from the provider it got
+        self.providers = self.sessions["head"].get_providers()
         self.io_binding = self.on_gpu if io_binding is None else io_binding
         self.cameras: tuple[str, ...] = tuple(self.sidecar["cameras"])
         s = self.sidecar
@@ -169,7 +185,7 @@ class PolicyEngine:
 
     @property
     def on_gpu(self) -> bool:
-        return self.providers[0] != "CPUExecutionProvider"
+        return self.providers[0] != CPU
 
     def noise(self) -> dict[str, np.ndarray]:
         """Normal inputs for one chunk with standard deviation `noise_scale` (z, and z_steps for DDPM)."""

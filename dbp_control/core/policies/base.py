@@ -7,13 +7,13 @@ lives inside it. Subclasses differ only in how the U-Net is trained and sampled.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from dbp_control.core.noise import check_noise_scale
 from dbp_control.core.policies.nets.encoders import ObservationEncoder
 from dbp_control.core.policies.nets.unet1d import ConditionalUnet1D, UnetConfig, resolve_down_dims
 from dbp_control.core.policies.normalizer import MinMaxNormalizer
@@ -170,14 +170,6 @@ class Policy(nn.Module):
             raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
         return self.action_normalizer.unnormalize(self.sample_normalized(cond, noise, generator,
                                                                          noise_scale=noise_scale))
-
-
-def check_noise_scale(noise_scale: float) -> float:
-    """`noise_scale` if it is a finite number >= 0, else a ValueError that names it."""
-    if not isinstance(noise_scale, (int, float)) or not math.isfinite(noise_scale) or noise_scale < 0:
-        raise ValueError(f"noise_scale must be a finite number >= 0 (1: sample the learned distribution, "
-                         f"0: deterministic), got {noise_scale!r}")
-    return float(noise_scale)
 
 
 _POLICIES: dict[str, type[Policy]] = {}  # method name -> policy class, filled by @register_policy
