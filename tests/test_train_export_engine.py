@@ -11,7 +11,8 @@ import pytest
 import torch
 import yaml
 
-from dbp_control.core.data.dataset import JOINTS, Dataset, DatasetError, DatasetWriter, EpisodeArrays
+from dbp_control.core.data.dataset import JOINTS, Dataset, DatasetError
+from dbp_control.core.data.synthetic import synthetic_dataset as make_dataset
 from dbp_control.core.evaluation.closed_loop import TorchChunkPolicy, evaluate, wilson_interval
 from dbp_control.core.export.onnx_export import ExportError, export_policy, exporter_fingerprint
 from dbp_control.core.inference.engine import EngineError, LiveConfig, PolicyEngine
@@ -19,27 +20,6 @@ from dbp_control.core.training.checkpoint import load_policy, read_checkpoint
 from dbp_control.core.training.recipe import TrainRecipe, train_on_dataset, windows_for
 
 CAMERAS = ("left_wrist", "right_wrist", "head")
-
-
-def make_dataset(path, *, cameras=(), objects=True, episodes=3, steps=30, image_size=(32, 32), val_fraction=0.34):
-    rng = np.random.default_rng(0)
-    with DatasetWriter(path) as writer:
-        for e in range(episodes):
-            t = np.arange(steps)
-            state = np.sin(t[:, None] / 10 + np.arange(14)).astype(np.float32)
-            writer.add(EpisodeArrays(
-                stamp_ns=t.astype(np.int64) * 100_000_000, state=state, action=np.roll(state, -1, axis=0),
-                image_age_ms=np.zeros(steps, np.float32),
-                images={cam: rng.integers(0, 256, (steps, *image_size, 3), dtype=np.uint8) for cam in cameras},
-                objects=rng.normal(size=(steps, 14)).astype(np.float32) if objects else None),
-                {"source": f"synthetic{e}", "task": "lift", "seed": e, "success": True, "strategy": "x"})
-        layout = {"joints": JOINTS, "state": {"topic": "/joint_states", "names": JOINTS},
-                  "action": {side: {"topic": f"/{side}_arm/forward_position_controller/commands",
-                                    "names": [n for n in JOINTS if n.startswith(side)]} for side in ("left", "right")},
-                  "cameras": {cam: {"topic": f"/{cam}_camera/color/image_raw", "size": list(image_size)} for cam in cameras},
-                  "objects": {"topic": "/sim/object_poses"} if objects else None}
-        writer.finish(layout=layout, build={"rate_hz": 10.0}, val_fraction=val_fraction, seed=0)
-    return path
 
 
 TINY = dict(down_dims=(16, 32), horizon=8, n_action_steps=4, steps=3, batch_size=4)

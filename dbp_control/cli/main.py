@@ -131,6 +131,22 @@ def _bench_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_engine(args: argparse.Namespace) -> int:
+    from dbp_control.core.benchmarks.engine import EngineBenchConfig, format_engine_table, run_engine_benchmark
+
+    from dbp_control.core.benchmarks.engine import timing_exports
+
+    models = list(args.model)
+    if args.synthetic:
+        models += timing_exports(args.synthetic, progress=not args.quiet)
+    if not models:
+        raise ValueError("no policy to time: name exported policy folders, or --synthetic DIR")
+    cfg = EngineBenchConfig(model_dirs=tuple(models), providers=tuple(args.provider or ()), calls=args.calls,
+                            threads=args.threads, progress=not args.quiet)
+    print(format_engine_table(run_engine_benchmark(cfg), cfg))
+    return 0
+
+
 def _bench_graph(args: argparse.Namespace) -> int:
     from dbp_control.nodes.bench_graph import format_graph_table, run_graph_benchmark
 
@@ -545,6 +561,24 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--set", action="append", default=[], metavar="NODE.NAME=VALUE",
                     help="override a node's parameter (nodes: sim_robot, policy, dual_arm_command)")
     bg.set_defaults(func=_bench_graph)
+
+    be = benches.add_parser(
+        "engine", help="exported policies through the engine: the provider each got, parity with the CPU, latency",
+        description="Loads each exported policy folder with the inference engine and prints the provider its "
+        "sessions got, the largest difference of its chunks from ONNX Runtime's CPU provider on the same random "
+        "inputs, and the head-only, encoder-only and whole-chunk latency (median / p99). Run it after installing "
+        "onnxruntime-gpu to see that the GPU is used and what it gains.")
+    be.add_argument("model", type=Path, nargs="*", help="exported policy folder(s) (`dbp export`)")
+    be.add_argument("--synthetic", type=Path, default=None, metavar="DIR",
+                    help="also time the small backbone as state DBP, DDIM-10, DDPM-100 and three-camera image DBP, "
+                    "trained 2 steps on synthetic data and exported into DIR (replaced)")
+    be.add_argument("--provider", action="append", default=None, metavar="NAME",
+                    help="ONNX Runtime provider to require, e.g. CUDAExecutionProvider (repeatable, in order; "
+                    "default: TensorRT, CUDA, CPU, whichever are available)")
+    be.add_argument("--calls", type=_positive_int, default=1000, help="timed calls per measurement")
+    be.add_argument("--threads", type=_positive_int, default=2, help="the head's ONNX Runtime threads")
+    be.add_argument("--quiet", action="store_true", help="no progress bar")
+    be.set_defaults(func=_bench_engine)
 
     sim = commands.add_parser("sim", help="the simulated dual-arm robot")
     sims = sim.add_subparsers(dest="sim", required=True, metavar="SIM")

@@ -26,13 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from dbp_control.core.benchmarks.engine import timed_calls
 from dbp_control.core.data.dataset import BuildConfig, build_dataset
 from dbp_control.core.evaluation.closed_loop import evaluate, wilson_interval
-from dbp_control.core.export.onnx_export import (SIDECAR, SIDECAR_VERSION, export_policy, exporter_fingerprint,
-                                                 sha256_file)
+from dbp_control.core.export.onnx_export import export_policy, exporter_fingerprint
 from dbp_control.core.export.quantize import quantize_encoder, quantize_head
+from dbp_control.core.export.sidecar import SIDECAR, SIDECAR_VERSION, sha256_file
 from dbp_control.core.inference.engine import PolicyEngine, session_options
-from dbp_control.core.policies.base import check_noise_scale
+from dbp_control.core.noise import check_noise_scale
 from dbp_control.core.policies.dbp.drift import DEFAULT_TEMPERATURES
 from dbp_control.core.policies.dbp.modeling import DBPConfig
 from dbp_control.core.sim.record import record_episode
@@ -156,20 +157,6 @@ def _export_if_stale(checkpoint: Path, out: Path, sampler: str | None, steps: in
     export_policy(checkpoint, out, overwrite=True, sampler=sampler, inference_steps=steps)
 
 
-def _latency(fn: Callable[[], Any], calls: int) -> list[float]:
-    """Milliseconds per call of `fn` over `calls` calls, after a warm-up right before them: a graph's first
-    calls after another graph ran are several times slower (its weights are out of the cache), and ten
-    of them were the p99 of a thousand calls."""
-    for _ in range(max(5, calls // 20)):
-        fn()
-    out = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - start) * 1e3)
-    return out
-
-
 def _image_policy_latency(cfg: PolicyBenchConfig) -> dict[str, list[float]]:
     """Head-only (float32 and INT8) and encoder-only (float32 and INT8) latency of a three-camera DBP policy
     of the same backbone (the weights' values do not change the cost, so an untrained one is exported for
@@ -213,7 +200,7 @@ def _image_policy_latency(cfg: PolicyBenchConfig) -> dict[str, list[float]]:
     image = {"image": np.random.default_rng(0).integers(0, 256, (1, 96, 96, 3), dtype=np.uint8)}
     timed = {"head": ("head.onnx", 1, feeds), "head_int8": ("head_int8.onnx", 1, feeds),
              "encoder": ("encoder.onnx", cfg.threads, image), "encoder_int8": ("encoder_int8.onnx", cfg.threads, image)}
-    return {name: _latency(lambda s=session(file, threads), f=inputs: s.run(None, f), cfg.latency_calls)
+    return {name: timed_calls(lambda s=session(file, threads), f=inputs: s.run(None, f), cfg.latency_calls)
             for name, (file, threads, inputs) in timed.items()}
 
 
@@ -329,7 +316,7 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
                     if label not in timed:
                         state = np.zeros((engine.n_obs_steps, engine.state_dim), np.float32)
                         calls = max(10, cfg.latency_calls // 10) if engine.sidecar["nfe"] > 10 else cfg.latency_calls
-                        timed[label] = _latency(lambda e=engine, state=state, noise=noise: e.act(state, noise=noise),
+                        timed[label] = timed_calls(lambda e=engine, state=state, noise=noise: e.act(state, noise=noise),
                                                 calls)
                     seeds = range(EVAL_SEED, EVAL_SEED + cfg.eval_episodes)  # the same episodes for every training
                     evaluation = evaluate(engine, task, seeds, step_hz=float(engine.step_hz),
