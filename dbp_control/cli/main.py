@@ -132,9 +132,8 @@ def _bench_policy(args: argparse.Namespace) -> int:
 
 
 def _bench_engine(args: argparse.Namespace) -> int:
-    from dbp_control.core.benchmarks.engine import EngineBenchConfig, format_engine_table, run_engine_benchmark
-
-    from dbp_control.core.benchmarks.engine import timing_exports
+    from dbp_control.core.benchmarks.engine import (EngineBenchConfig, format_engine_table, run_engine_benchmark,
+                                                    timing_exports)
 
     models = list(args.model)
     if args.synthetic:
@@ -571,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("model", type=Path, nargs="*", help="exported policy folder(s) (`dbp export`)")
     be.add_argument("--synthetic", type=Path, default=None, metavar="DIR",
                     help="also time the small backbone as state DBP, DDIM-10, DDPM-100 and three-camera image DBP, "
-                    "trained 2 steps on synthetic data and exported into DIR (replaced)")
+                    "trained 2 steps on synthetic data and exported into DIR (made afresh; refused if DIR holds anything else)")
     be.add_argument("--provider", action="append", default=None, metavar="NAME",
                     help="ONNX Runtime provider to require, e.g. CUDAExecutionProvider (repeatable, in order; "
                     "default: TensorRT, CUDA, CPU, whichever are available)")

@@ -167,8 +167,9 @@ def format_engine_table(rows: Sequence[EngineBenchRow], cfg: EngineBenchConfig) 
            "  ".join(h.ljust(w) for h, w in zip(header, widths)),
            "  ".join("-" * w for w in widths)]
     out += ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in lines]
-    ratios = {r.sampler: r.chunk.p50 for r in rows if r.cameras == 0}
-    if "DBP" in ratios and len(ratios) > 1:
+    state_only = [r for r in rows if r.cameras == 0]
+    dbp = [r for r in state_only if r.sampler == "DBP"]
+    if dbp and len(state_only) > len(dbp):  # the last DBP listed: with --synthetic, the samplers' own backbone
         out.append("state-only chunk p50 relative to DBP: " + ", ".join(
-            f"{label} {p50 / ratios['DBP']:.1f}x" for label, p50 in ratios.items() if label != "DBP"))
+            f"{r.sampler} {r.chunk.p50 / dbp[-1].chunk.p50:.1f}x" for r in state_only if r.sampler != "DBP"))
     return "\n".join(out)
