@@ -12,7 +12,9 @@ import pytest
 
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.data.bags import float64_array_msg, stamp_ns_of, typestore
+from dbp_control.middleware.port import Node, Publisher
 from dbp_control.middleware.zenoh_backend import ZenohNode, open_router, topic_key
+from dbp_control.nodes.sim_robot import SimRobot
 from dbp_control.nodes.processes import free_endpoint
 from process_helpers import stop_process
 
@@ -163,3 +165,49 @@ def test_a_process_that_leaves_its_sessions_open_still_exits():
         process.kill()
         pytest.fail(f"the process did not exit within 30 s of its last line: {process.communicate()[0]}")
     assert process.returncode == 0, output
+
+
+class ClockNode(Node):
+    """The port with nothing behind it and a clock the test moves: SimRobot's logic without processes."""
+
+    def __init__(self):
+        super().__init__("sim_robot", "humble")
+        self.clock_ns = 0
+
+    def publisher(self, channel):
+        return type("Drop", (Publisher,), {"publish": lambda self, msg: None})()
+
+    def subscribe(self, channel, callback): ...
+
+    def service(self, service, handler): ...
+
+    def client(self, service): ...
+
+    def timer(self, period_s, callback): ...
+
+    def parameters(self, defaults):
+        return {**defaults, "cameras": False, "realtime_priority": 0}
+
+    def now_ns(self):
+        return self.clock_ns
+
+    def spin(self, until=None): ...
+
+    def shutdown(self): ...
+
+
+def test_the_status_keeps_a_success_once_reached():
+    """A success that holds for less than one status period (10 Hz) is still the episode's outcome, as
+    closed-loop evaluation counts it; the status says when it came."""
+    node = ClockNode()
+    robot = SimRobot(node)
+    done = iter([False, True, False, False])
+    robot.task.success = lambda sim: next(done)
+    for step in range(1, 5):
+        node.clock_ns = step * 20_000_000
+        robot.advance()
+    status = robot.status()
+    assert status["success"] is True and status["success_time"] == pytest.approx(0.04, abs=0.003)
+    assert status["time"] == pytest.approx(0.08, abs=0.003)
+    robot.reset(5)
+    assert robot.status()["success"] is False and robot.status()["success_time"] is None

@@ -65,11 +65,12 @@ def run_demo(out_dir: Path, *, episodes: int = 5, first_seed: int = 100_000, tas
             while latest["sim"]["seed"] == seed and not latest["sim"]["success"] and latest["sim"]["time"] < limit:
                 time.sleep(0.05)
             status = latest["sim"]
-            results.append(DemoEpisode(seed, bool(status["success"]), float(status["time"])))
+            seconds = status["success_time"] if status["success"] else status["time"]
+            results.append(DemoEpisode(seed, bool(status["success"]), float(seconds)))
             control.publish(types["std_msgs/msg/String"](data="success" if status["success"] else "failure"))
             control.publish(types["std_msgs/msg/String"](data="stop"))
             print(f"episode {k + 1}/{episodes} seed {seed}: {'success' if status['success'] else 'failure'} "
-                  f"at {status['time']:.2f} s", flush=True)
+                  f"at {seconds:.2f} s", flush=True)
         time.sleep(1.5)  # the recorder closes the last bag
         policy, command = dict(latest["policy"]), dict(latest["command"])
     summary = {"task": task, "episodes": [vars(e) for e in results], "successes": sum(e.success for e in results),
