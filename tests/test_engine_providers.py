@@ -91,10 +91,10 @@ def test_a_provider_this_build_lacks_is_refused_by_name():
         PolicyEngine(SHIPPED, providers=["NoSuchExecutionProvider"])
 
 
-def test_bench_engine_reports_the_provider_and_latencies(tmp_path):
-    cfg = EngineBenchConfig(model_dirs=(SHIPPED,), providers=("CPUExecutionProvider",), calls=20, progress=False)
+def test_bench_engine_reports_the_provider_and_latencies():
+    cfg = EngineBenchConfig(model_dirs=(SHIPPED,), providers=(CPU,), calls=20, progress=False)
     (row,) = run_engine_benchmark(cfg)
-    assert row.providers == ["CPUExecutionProvider"] and row.max_abs_diff is None  # nothing to compare with
+    assert row.providers == [CPU] and row.max_abs_diff is None  # nothing to compare with
     assert row.sampler == "DBP" and row.cameras == 0 and row.encoder is None
     assert 0 < row.head.p50 <= row.head.p99 and 0 < row.chunk.p50 <= row.chunk.p99
     table = format_engine_table([row], cfg)
