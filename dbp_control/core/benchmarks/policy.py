@@ -317,7 +317,7 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
                         state = np.zeros((engine.n_obs_steps, engine.state_dim), np.float32)
                         calls = max(10, cfg.latency_calls // 10) if engine.sidecar["nfe"] > 10 else cfg.latency_calls
                         timed[label] = timed_calls(lambda e=engine, state=state, noise=noise: e.act(state, noise=noise),
-                                                calls)
+                                                   calls)
                     seeds = range(EVAL_SEED, EVAL_SEED + cfg.eval_episodes)  # the same episodes for every training
                     evaluation = evaluate(engine, task, seeds, step_hz=float(engine.step_hz),
                                           progress=bar(f"{task}: eval {label}{_seed_suffix(seed)}, noise scale "

@@ -267,7 +267,8 @@ def _split(n: int, val_fraction: float, seed: int) -> dict[str, list[int]]:
     return {"train": sorted(order[n_val:].tolist()), "val": sorted(order[:n_val].tolist())}
 
 
-def _layout(cfg: BuildConfig) -> dict[str, Any]:
+def dataset_layout(cfg: BuildConfig) -> dict[str, Any]:
+    """The layout a dataset built with `cfg` records: joints, and the channels its arrays came from."""
     return {
         "joints": JOINTS,
         "state": {"topic": CHANNELS["joint_states"].topic, "names": JOINTS},
@@ -367,7 +368,7 @@ def build_dataset(bag_paths: Iterable[Path], out: Path, cfg: BuildConfig,
         if not writer.episodes:
             reasons = "; ".join(f"{b.name}: {r}" for b, r in skipped)
             raise DatasetError(f"no usable episode among {len(bags)} bag(s): {reasons}")
-        split = writer.finish(layout=_layout(cfg), build=asdict(cfg), val_fraction=cfg.val_fraction, seed=cfg.seed,
+        split = writer.finish(layout=dataset_layout(cfg), build=asdict(cfg), val_fraction=cfg.val_fraction, seed=cfg.seed,
                               skipped=skipped)
     return BuildReport(writer.out, len(writer.episodes), writer.ends[-1], skipped, split, writer.bytes,
                        time.perf_counter() - start)

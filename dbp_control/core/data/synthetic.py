@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dbp_control.core.data.dataset import JOINTS, DatasetWriter, EpisodeArrays
+from dbp_control.core.data.dataset import BuildConfig, DatasetWriter, EpisodeArrays, dataset_layout
 
 
 def synthetic_dataset(path: Path, *, cameras: Sequence[str] = (), objects: bool = True, episodes: int = 3,
@@ -25,10 +25,6 @@ def synthetic_dataset(path: Path, *, cameras: Sequence[str] = (), objects: bool 
                 images={cam: rng.integers(0, 256, (steps, *image_size, 3), dtype=np.uint8) for cam in cameras},
                 objects=rng.normal(size=(steps, 14)).astype(np.float32) if objects else None),
                 {"source": f"synthetic{e}", "task": "lift", "seed": e, "success": True, "strategy": "x"})
-        layout = {"joints": JOINTS, "state": {"topic": "/joint_states", "names": JOINTS},
-                  "action": {side: {"topic": f"/{side}_arm/forward_position_controller/commands",
-                                    "names": [n for n in JOINTS if n.startswith(side)]} for side in ("left", "right")},
-                  "cameras": {cam: {"topic": f"/{cam}_camera/color/image_raw", "size": list(image_size)} for cam in cameras},
-                  "objects": {"topic": "/sim/object_poses"} if objects else None}
+        layout = dataset_layout(BuildConfig(cameras=tuple(cameras), image_size=image_size, objects=objects))
         writer.finish(layout=layout, build={"rate_hz": 10.0}, val_fraction=val_fraction, seed=0)
     return path
