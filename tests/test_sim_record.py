@@ -7,7 +7,7 @@ import pytest
 
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.data.bags import read_bag, read_episode_info, stamp_ns_of
-from dbp_control.core.sim.record import record_episode
+from dbp_control.core.sim.record import ExecutionNoise, record_episode
 from dbp_control.core.sim.robot import DualArmSim
 from dbp_control.core.sim.tasks import LiftTask
 
@@ -83,6 +83,8 @@ def test_cli_records_and_summarises(tmp_path):
     assert list((tmp_path / "lift_seed000000").glob("*.db3"))
     bad = subprocess.run(cmd[:6] + ["juggle"] + cmd[7:], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown task 'juggle'" in bad.stderr
+    negative = subprocess.run(cmd + ["--execution-noise", "-0.1"], capture_output=True, text=True, timeout=120)
+    assert negative.returncode == 2 and "--execution-noise: must be a finite number >= 0, got -0.1" in negative.stderr
 
 
 def test_handover_episodes_record_their_success(sim, tmp_path):
@@ -100,6 +102,42 @@ def test_state_only_episodes_have_no_camera_topics(sim, tmp_path):
     assert not any("camera" in t for t in topics)
     assert {CHANNELS["joint_states"].topic, CHANNELS["left_arm_command"].topic, CHANNELS["object_poses"].topic} <= topics
     assert read_episode_info(episode.path)["image_size"] is None
+
+
+def _recorded_commands(path):
+    """Both arms' recorded commands, one row of 14 per command step."""
+    per_arm = [[m.msg.data for m in read_bag(path) if m.topic == CHANNELS[f"{side}_arm_command"].topic]
+               for side in ("left", "right")]
+    return np.array([np.concatenate(pair) for pair in zip(*per_arm, strict=True)])
+
+
+def test_execution_noise_offsets_what_the_arms_execute_but_not_what_is_recorded(sim, tmp_path, monkeypatch):
+    executed = []
+    set_targets = sim.set_targets
+    monkeypatch.setattr(sim, "set_targets", lambda targets: (executed.append(np.array(targets)), set_targets(targets)))
+    noise = ExecutionNoise(0.01)
+    episode = record_episode(sim, LiftTask(), 3, tmp_path / "noisy", images=False, execution_noise=noise)
+    assert read_episode_info(episode.path)["execution_noise"] == {"std_rad": 0.01, "time_constant_s": 0.5}
+    recorded = _recorded_commands(episode.path)
+    offsets = np.array(executed[-len(recorded):]) - recorded  # before them: the reset's home pose
+    grippers = [6, 13]
+    assert np.all(offsets[:, grippers] == 0)  # the grippers open and close as the expert says
+    arm = np.delete(offsets, grippers, axis=1)
+    assert 0.3 * noise.std_rad < arm.std() < 2 * noise.std_rad  # a drifting offset of about the asked std
+    # slowly: a command period (20 ms) is 1/25 of the time constant, so a step moves it by about a quarter of
+    # its std, where independent draws would move it by more than the std
+    assert np.abs(np.diff(arm, axis=0)).mean() < 0.5 * noise.std_rad
+    # without noise the arms execute exactly what is recorded
+    executed.clear()
+    clean = record_episode(sim, LiftTask(), 3, tmp_path / "clean", images=False)
+    assert read_episode_info(clean.path)["execution_noise"] is None
+    recorded = _recorded_commands(clean.path)
+    assert np.array_equal(np.array(executed[-len(recorded):]), recorded)
+    for bad in (-0.01, float("nan")):
+        with pytest.raises(ValueError, match="execution noise std must be a finite number of radians >= 0"):
+            ExecutionNoise(bad)
+    with pytest.raises(ValueError, match="time constant must be > 0 s"):
+        ExecutionNoise(0.01, time_constant_s=0.0)
 
 
 def test_recorded_episodes_compile_into_a_dataset(sim, tmp_path):

@@ -101,7 +101,7 @@ def test_state_policy_export_matches_torch_and_checks_the_robot(state_checkpoint
 
 
 def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
-    from dbp_control.core.benchmarks.policy import PolicyBenchConfig, bench_recipe, training_folder
+    from dbp_control.core.benchmarks.policy import PolicyBenchConfig, bench_recipe, task_root, training_folder
 
     def folder(method, seed=0, **options):
         cfg = PolicyBenchConfig(out_dir=tmp_path, **options)
@@ -143,6 +143,12 @@ def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
     # another budget trains beside the default one's (a checkpoint of 3000 steps refuses to resume at 6000)
     assert folder("diffusion", steps=6000, state_noise=0.05) == tmp_path / "diffusion_steps6000_state_noise0.05"
     assert folder("dbp", steps=PolicyBenchConfig().steps) == tmp_path / "dbp"
+    # demonstrations recorded with execution noise: a folder of their own for everything made from them
+    assert task_root(PolicyBenchConfig(out_dir=tmp_path), "lift") == tmp_path / "lift"
+    assert task_root(PolicyBenchConfig(out_dir=tmp_path, demo_execution_noise=0.01), "lift") == \
+        tmp_path / "lift" / "execution_noise0.01"
+    with pytest.raises(ValueError, match="execution noise std must be a finite number of radians >= 0, got -0.01"):
+        PolicyBenchConfig(demo_execution_noise=-0.01)
     with pytest.raises(ValueError, match="lr"):
         PolicyBenchConfig(dbp_lr=0.0)
     with pytest.raises(ValueError, match="num_generated"):
@@ -175,8 +181,11 @@ def test_bench_table_judges_each_goal_and_the_plot_is_written(tmp_path):
          variant("handover", "DDPM-100", 16, 150.0), variant("handover", "DBP", 32, 3.0, 0.0),
          variant("handover", "DDIM-10", 30, 30.0, 0.0), variant("handover", "DDPM-100", 27, 150.0, 0.0)],
         head_ms=[1.5] * 90 + [2.5] * 10, head_int8_ms=[1.2] * 100, encoder_ms=[6.0], encoder_int8_ms=[3.0],
-        providers=["CPUExecutionProvider"], train_seconds={}, state_offsets={"lift": (0.0, None), "handover": (0.05, 0.1)})
+        providers=["CPUExecutionProvider"], train_seconds={}, state_offsets={"lift": (0.0, None), "handover": (0.05, 0.1)},
+        demo_execution_noise=0.01)
     table = format_policy_table(result)
+    assert ("handover: demonstrations recorded with execution noise std 0.01 rad (the arms' executed targets offset, "
+            "the clean targets recorded)") in table
     assert "lift: both methods trained on states offset by std 0\n" in table
     assert "handover: both methods trained on states offset by std 0.05 (object poses: 0.1)" in table
     # each noise scale judged on its own: DBP against DDPM-100 sampled with the same scale
@@ -211,6 +220,7 @@ def test_bench_table_sums_success_over_training_seeds(tmp_path):
     assert re.search(r"^transport +DDPM-100 +100 +1 +25/100 .* 100\.0  0:16 1:9$", table, re.MULTILINE), table
     assert "transport: latency ratio DDPM-100 / DBP 100 (goal >= 80: met)" in table
     first_seed_only = format_policy_table(PolicyBenchResult(variants[:3], [1.0], [1.0], [3.0], [2.0], [], {}))
+    assert "execution noise" not in first_seed_only  # demonstrations recorded as the expert acts
     assert ("transport, noise scale 1: DBP success 8/50 vs DDPM-100 16/50 (goal: at least as successful: NOT met)"
             in first_seed_only)
     plot_policy_benchmark(PolicyBenchResult(variants, [1.0], [1.0], [3.0], [2.0], [], {}), tmp_path / "seeds.png")

@@ -115,7 +115,8 @@ def _bench_policy(args: argparse.Namespace) -> int:
 
     state_noise, task_state_noise = _per_task(args.state_noise, "--state-noise", PolicyBenchConfig.state_noise)
     object_noise, task_object_noise = _per_task(args.object_noise, "--object-noise", PolicyBenchConfig.object_noise)
-    cfg = PolicyBenchConfig(out_dir=args.out, tasks=tuple(args.task), demos=args.demos, steps=args.steps,
+    cfg = PolicyBenchConfig(out_dir=args.out, tasks=tuple(args.task), demos=args.demos,
+                            demo_execution_noise=args.execution_noise, steps=args.steps,
                             batch_size=args.batch_size, preset=args.preset, state_noise=state_noise,
                             object_noise=object_noise, task_state_noise=task_state_noise,
                             task_object_noise=task_object_noise, lr=args.lr, dbp_lr=args.dbp_lr,
@@ -185,11 +186,12 @@ def _sim_record(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from dbp_control.core.sim.record import record_episode
+    from dbp_control.core.sim.record import ExecutionNoise, record_episode
     from dbp_control.core.sim.robot import DualArmSim
     from dbp_control.core.sim.tasks import make_task
 
     task = make_task(args.task)
+    execution_noise = ExecutionNoise(args.execution_noise)
     sim = DualArmSim(image_size=args.image_size)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -197,7 +199,8 @@ def _sim_record(args: argparse.Namespace) -> int:
     bar = tqdm(range(args.seed, args.seed + args.episodes), desc=f"record {args.task}", disable=args.quiet)
     for seed in bar:
         episode = record_episode(sim, task, seed, args.out, storage=args.storage, distro=args.distro,
-                                 compress=args.compress, keep_failure=args.keep_failures, images=not args.no_images)
+                                 compress=args.compress, keep_failure=args.keep_failures, images=not args.no_images,
+                                 execution_noise=execution_noise)
         results.append(episode)
         bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
     minutes = (time.perf_counter() - start) / 60
@@ -516,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--task", action="append", default=None, help="task (repeatable; default lift)")
     pb.add_argument("--out", type=Path, default=pb_defaults.out_dir)
     pb.add_argument("--demos", type=_positive_int, default=pb_defaults.demos, help="demonstrations per task")
+    pb.add_argument("--execution-noise", type=_non_negative_float, default=pb_defaults.demo_execution_noise,
+                    metavar="STD", help="the demonstrations are recorded as `dbp sim record --execution-noise` "
+                    "records them (radians; default 0), in a folder of their own under the task's")
     pb.add_argument("--steps", type=_positive_int, default=pb_defaults.steps, help="training steps per method")
     pb.add_argument("--batch-size", type=_positive_int, default=pb_defaults.batch_size)
     pb.add_argument("--preset", default=pb_defaults.preset, help="U-Net preset (small, paper)")
@@ -594,6 +600,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--no-images", action="store_true", help="no cameras (state-only episodes, no rendering)")
     rec.add_argument("--compress", action="store_true", help="rosbag2 per-message zstd compression")
     rec.add_argument("--keep-failures", action="store_true", help="also keep failed episodes (suffix _failed)")
+    rec.add_argument("--execution-noise", type=_non_negative_float, default=0.0, metavar="STD",
+                     help="radians: the arms execute the expert's targets plus a drifting offset of this std per "
+                          "joint (time constant 0.5 s) while the bags record the clean targets, so the "
+                          "demonstrations show recoveries (DART); default 0")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(func=_sim_record)
     check = sims.add_parser("experts", help="success rate of the scripted experts per task and strategy",

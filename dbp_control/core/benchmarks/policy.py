@@ -36,7 +36,7 @@ from dbp_control.core.inference.engine import PolicyEngine, session_options
 from dbp_control.core.noise import check_noise_scale
 from dbp_control.core.policies.dbp.drift import DEFAULT_TEMPERATURES
 from dbp_control.core.policies.dbp.modeling import DBPConfig
-from dbp_control.core.sim.record import record_episode
+from dbp_control.core.sim.record import ExecutionNoise, record_episode
 from dbp_control.core.sim.robot import DualArmSim
 from dbp_control.core.sim.tasks import make_task
 from dbp_control.core.training.recipe import TrainRecipe, train_on_dataset
@@ -56,6 +56,9 @@ class PolicyBenchConfig:
     out_dir: Path = Path("outputs/bench_policy")
     tasks: tuple[str, ...] = ("lift",)
     demos: int = 200
+    # radians: the demonstrations' arms execute the expert's targets plus a drifting offset of this std while
+    # the bags record the clean targets (`ExecutionNoise`, DART); 0 records them as the expert acts
+    demo_execution_noise: float = 0.0
     steps: int = 3000
     batch_size: int = 64
     preset: str = "small"
@@ -83,6 +86,7 @@ class PolicyBenchConfig:
 
     def __post_init__(self) -> None:
         self.seeds = tuple(self.seeds)
+        ExecutionNoise(self.demo_execution_noise)  # a bad std fails here
         if (not self.seeds or len(set(self.seeds)) != len(self.seeds)
                 or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds)):
             raise ValueError(f"seeds must be one or more different integers >= 0, got {list(self.seeds)}")
@@ -130,9 +134,18 @@ class PolicyBenchResult:
     train_seconds: dict[str, float]
     # per task, the std of both methods' training offsets on the state and on the object poses (None: the state's)
     state_offsets: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    demo_execution_noise: float = 0.0  # the demonstrations' (`PolicyBenchConfig.demo_execution_noise`)
 
 
-def _record_demos(task: str, bags: Path, demos: int, progress: Callable[[Any], Any]) -> None:
+def task_root(cfg: PolicyBenchConfig, task: str) -> Path:
+    """Where a task's demonstrations, dataset, trainings and exports live: demonstrations recorded with
+    execution noise get a folder of their own, so that nothing trained on the clean ones is reused."""
+    root = cfg.out_dir / task
+    return root / f"execution_noise{cfg.demo_execution_noise:g}" if cfg.demo_execution_noise else root
+
+
+def _record_demos(task: str, bags: Path, demos: int, execution_noise: ExecutionNoise,
+                  progress: Callable[[Any], Any]) -> None:
     sim = DualArmSim()
     bags.mkdir(parents=True, exist_ok=True)
     done = {p.name for p in bags.iterdir()}
@@ -141,7 +154,7 @@ def _record_demos(task: str, bags: Path, demos: int, progress: Callable[[Any], A
         name = f"{task}_seed{seed:06d}"
         if name in done or f"{name}_failed" in done:
             continue  # a resumed run keeps what it recorded
-        record_episode(sim, task_obj, seed, bags, images=False)
+        record_episode(sim, task_obj, seed, bags, images=False, execution_noise=execution_noise)
 
 
 def _export_if_stale(checkpoint: Path, out: Path, sampler: str | None, steps: int | None) -> None:
@@ -221,7 +234,7 @@ def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range
               "successes": variant.successes, "episodes": variant.episodes,
               "seeds": [seeds.start, seeds.stop - 1], "p50_ms": variant.p50, "p99_ms": variant.p99,
               "checkpoint_sha256": source["checkpoint_sha256"], "state_noise": recipe.state_noise,
-              "object_noise": recipe.object_noise,
+              "object_noise": recipe.object_noise, "demo_execution_noise": cfg.demo_execution_noise,
               # the chunk step each execution started at; records without it (before 2026-11-30) started at 0
               "executed_from_step": recipe.n_obs_steps - 1,
               "recipe": asdict(recipe)}
@@ -288,8 +301,9 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
     train_seconds: dict[str, float] = {}
     offsets: dict[str, tuple[float, float | None]] = {}  # per task: both methods' and every seed's
     for task in cfg.tasks:
-        root = cfg.out_dir / task
-        _record_demos(task, root / "bags", cfg.demos, bar(f"{task}: demonstrations"))
+        root = task_root(cfg, task)
+        _record_demos(task, root / "bags", cfg.demos, ExecutionNoise(cfg.demo_execution_noise),
+                      bar(f"{task}: demonstrations"))
         dataset = root / "dataset.zarr"
         if not dataset.exists():  # one split for every training seed: the same demonstrations
             build_dataset([root / "bags"], dataset, BuildConfig(cameras=(), objects=True))
@@ -331,7 +345,8 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
         image_policy = fresh.submit(_image_policy_latency, cfg).result()
     result = PolicyBenchResult(variants, image_policy["head"], image_policy["head_int8"], image_policy["encoder"],
-                               image_policy["encoder_int8"], providers, train_seconds, offsets)
+                               image_policy["encoder_int8"], providers, train_seconds, offsets,
+                               cfg.demo_execution_noise)
     (cfg.out_dir / "results.json").write_text(json.dumps({
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "variants": [{**asdict(v), "p50_ms": v.p50, "p99_ms": v.p99} for v in variants],
@@ -387,6 +402,9 @@ def format_policy_table(result: PolicyBenchResult) -> str:
             state, objects = result.state_offsets[task]
             lines.append(f"{task}: both methods trained on states offset by std {state:g}"
                          + ("" if objects is None else f" (object poses: {objects:g})"))
+        if result.demo_execution_noise:
+            lines.append(f"{task}: demonstrations recorded with execution noise std {result.demo_execution_noise:g} "
+                         "rad (the arms' executed targets offset, the clean targets recorded)")
         for scale in scales:
             (dbp, dbp_n), (ddpm, ddpm_n) = (_pooled(_rows(result, task, label, scale)) for label in ("DBP", "DDPM-100"))
             lines.append(f"{task}, noise scale {scale:g}: DBP success {dbp}/{dbp_n} vs DDPM-100 {ddpm}/{ddpm_n}{over} "

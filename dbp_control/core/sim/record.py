@@ -3,14 +3,18 @@
 Every channel is written at its rate from the channel table, stamped with simulated time: joint states,
 both arms' commands, each camera's image with its CameraInfo (unless `images=False`), and the
 simulation-only object poses. A bag is written under a temporary
-name and renamed when complete, so an interrupted run never leaves a half episode under a final name."""
+name and renamed when complete, so an interrupted run never leaves a half episode under a final name.
+
+With `ExecutionNoise` the arms execute the expert's targets plus a slowly drifting offset while the bag
+records the clean targets (DART, Laskey et al. 2017): the expert keeps steering back from where the offset
+took the arm, so the demonstrations show how to recover from the small errors a learned policy makes."""
 
 from __future__ import annotations
 
 import errno
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,39 @@ from dbp_control.core.sim.scene import MOVABLE_OBJECTS
 from dbp_control.core.sim.tasks import Task
 
 CONTROL_HZ = CHANNELS["left_arm_command"].rate_hz  # the expert acts at the command rate
+ARM_JOINTS = 6  # per arm, before its gripper: each arm's command is its six joints, then the gripper
+
+
+@dataclass(frozen=True)
+class ExecutionNoise:
+    """An offset on every arm joint's executed target (not the grippers'): an Ornstein-Uhlenbeck process of
+    stationary standard deviation `std_rad` and time constant `time_constant_s`, drawn anew per episode."""
+
+    std_rad: float
+    time_constant_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.std_rad) or self.std_rad < 0:
+            raise ValueError(f"execution noise std must be a finite number of radians >= 0, got {self.std_rad}")
+        if not np.isfinite(self.time_constant_s) or self.time_constant_s <= 0:
+            raise ValueError(f"execution noise time constant must be > 0 s, got {self.time_constant_s}")
+
+
+class _JointOffsets:
+    """The offsets of one episode: `step()` advances them by one command period and returns all 14."""
+
+    def __init__(self, noise: ExecutionNoise, rng: np.random.Generator) -> None:
+        dt = 1.0 / CONTROL_HZ
+        self._decay = 1.0 - dt / noise.time_constant_s
+        self._kick = noise.std_rad * np.sqrt(2.0 * dt / noise.time_constant_s)  # keeps the std at std_rad
+        self._rng = rng
+        self._arm = np.array([7 * i + j for i in range(len(SIDES)) for j in range(ARM_JOINTS)])
+        self.offset = np.zeros(7 * len(SIDES))
+
+    def step(self) -> np.ndarray:
+        self.offset[self._arm] = self._decay * self.offset[self._arm] + self._kick * self._rng.standard_normal(
+            len(self._arm))
+        return self.offset
 
 
 @dataclass(frozen=True)
@@ -65,7 +102,8 @@ def _remove_if_empty(folder: Path) -> None:
 
 def record_episode(sim: DualArmSim, task: Task, seed: int, out_dir: Path, *, storage: str = "mcap",
                    distro: str = "humble", compress: bool = False, keep_failure: bool = False,
-                   images: bool = True, start_ns: int | None = None) -> RecordedEpisode:
+                   images: bool = True, start_ns: int | None = None,
+                   execution_noise: ExecutionNoise | None = None) -> RecordedEpisode:
     out_dir = Path(out_dir)
     final = out_dir / f"{task.name}_seed{seed:06d}"
     if final.exists() or final.with_name(final.name + "_failed").exists():
@@ -76,6 +114,8 @@ def record_episode(sim: DualArmSim, task: Task, seed: int, out_dir: Path, *, sto
     partial.parent.mkdir(parents=True, exist_ok=True)
     task.reset(sim, seed)
     expert = make_expert(sim, task, np.random.default_rng(seed + 1_000_003))
+    offsets = (_JointOffsets(execution_noise, np.random.default_rng(seed + 2_000_003))
+               if execution_noise is not None and execution_noise.std_rad > 0 else None)
     t0_ns = time.time_ns() if start_ns is None else start_ns
     cameras = CAMERAS if images else ()
     recorded = ["joint_states", *(f"{side}_arm_command" for side in SIDES), "object_poses",
@@ -94,7 +134,7 @@ def record_episode(sim: DualArmSim, task: Task, seed: int, out_dir: Path, *, sto
                 stamp = t0_ns + round(t * 1e9)
                 if command_due(t):
                     targets = expert.targets(t)
-                    sim.set_targets(targets)
+                    sim.set_targets(targets if offsets is None else targets + offsets.step())
                     for i, side in enumerate(SIDES):
                         command = float64_array_msg(distro, targets[7 * i : 7 * i + 7])
                         bag.write(CHANNELS[f"{side}_arm_command"].topic, stamp, command)
@@ -120,7 +160,8 @@ def record_episode(sim: DualArmSim, task: Task, seed: int, out_dir: Path, *, sto
             success = task.success(sim)
             bag.close({"task": task.name, "seed": seed, "success": success, "strategy": expert.strategy,
                        "control_hz": CONTROL_HZ, "image_size": list(sim.image_size) if images else None,
-                       "objects": list(MOVABLE_OBJECTS)})
+                       "objects": list(MOVABLE_OBJECTS),
+                       "execution_noise": None if offsets is None else asdict(execution_noise)})
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)  # earlier episodes are finished bags outside staging
         _remove_if_empty(partial.parent)
