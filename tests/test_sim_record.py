@@ -143,11 +143,14 @@ def test_execution_noise_offsets_what_the_arms_execute_but_not_what_is_recorded(
 def test_recorded_episodes_compile_into_a_dataset(sim, tmp_path):
     from dbp_control.core.data.dataset import BuildConfig, Dataset, build_dataset
 
-    for seed in (3, 4):  # position commands only: the other command type's topics are not in these bags
-        record_episode(sim, LiftTask(), seed, tmp_path / "bags", images=False)
+    # position commands only: the other command type's topics are not in these bags
+    for seed, noise in ((3, None), (4, ExecutionNoise(0.005))):
+        record_episode(sim, LiftTask(), seed, tmp_path / "bags", images=False, execution_noise=noise)
     build_dataset([tmp_path / "bags"], tmp_path / "ds.zarr", BuildConfig(cameras=(), objects=True))
     dataset = Dataset(tmp_path / "ds.zarr")
     assert len(dataset.episodes) == 2 and dataset.layout["objects"] is not None
+    # each episode says how it was recorded
+    assert [e["execution_noise"] for e in dataset.episodes] == [None, {"std_rad": 0.005, "time_constant_s": 0.5}]
 
 
 def test_disk_full_keeps_earlier_episodes_and_names_the_problem(sim, tmp_path, monkeypatch):

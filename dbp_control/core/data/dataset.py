@@ -364,7 +364,7 @@ def build_dataset(bag_paths: Iterable[Path], out: Path, cfg: BuildConfig,
                 skipped.append((bag, str(exc)))
                 continue
             writer.add(arrays, {"source": str(bag.resolve()),
-                                **{k: info.get(k) for k in ("task", "seed", "success", "strategy")}})
+                                **{k: info.get(k) for k in ("task", "seed", "success", "strategy", "execution_noise")}})
         if not writer.episodes:
             reasons = "; ".join(f"{b.name}: {r}" for b, r in skipped)
             raise DatasetError(f"no usable episode among {len(bags)} bag(s): {reasons}")
