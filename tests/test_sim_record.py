@@ -44,7 +44,8 @@ def test_an_episode_has_every_channel_at_its_rate(sim, tmp_path):
     command = next(m.msg for m in messages if m.topic == CHANNELS["left_arm_command"].topic)
     assert len(command.data) == 7
     assert read_episode_info(episode.path) == {"task": "lift", "seed": 5, "success": True, "strategy": episode.strategy,
-                                               "control_hz": 50.0, "image_size": [24, 32], "objects": ["cube", "lid"]}
+                                               "control_hz": 50.0, "image_size": [24, 32], "objects": ["cube", "lid"],
+                                               "execution_noise": None}
     poses = next(m.msg for m in messages if m.topic == CHANNELS["object_poses"].topic)
     assert len(poses.poses) == 2 and poses.header.frame_id == "world"
     # the storage file carries the episode's name (rosbag2 names it after the folder it was written in)
