@@ -137,8 +137,9 @@ def test_execution_noise_offsets_what_the_arms_execute_but_not_what_is_recorded(
     for bad in (-0.01, float("nan")):
         with pytest.raises(ValueError, match="execution noise std must be a finite number of radians >= 0"):
             ExecutionNoise(bad)
-    with pytest.raises(ValueError, match="time constant must be > 0 s"):
-        ExecutionNoise(0.01, time_constant_s=0.0)
+    for bad in (0.0, 0.02):  # a time constant of one command period or less would not be a drift
+        with pytest.raises(ValueError, match=r"time constant must be longer than one command period \(0.02 s\)"):
+            ExecutionNoise(0.01, time_constant_s=bad)
 
 
 def test_recorded_episodes_compile_into_a_dataset(sim, tmp_path):

@@ -37,7 +37,7 @@ from dbp_control.core.sim.scene import MOVABLE_OBJECTS
 from dbp_control.core.sim.tasks import Task
 
 CONTROL_HZ = CHANNELS["left_arm_command"].rate_hz  # the expert acts at the command rate
-ARM_JOINTS = 6  # per arm, before its gripper: each arm's command is its six joints, then the gripper
+ARM_JOINTS = 6  # per arm: each arm's command is its six joints, then its gripper
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,9 @@ class ExecutionNoise:
     def __post_init__(self) -> None:
         if not np.isfinite(self.std_rad) or self.std_rad < 0:
             raise ValueError(f"execution noise std must be a finite number of radians >= 0, got {self.std_rad}")
-        if not np.isfinite(self.time_constant_s) or self.time_constant_s <= 0:
-            raise ValueError(f"execution noise time constant must be > 0 s, got {self.time_constant_s}")
+        if not np.isfinite(self.time_constant_s) or self.time_constant_s <= 1.0 / CONTROL_HZ:
+            raise ValueError(f"execution noise time constant must be longer than one command period "
+                             f"({1.0 / CONTROL_HZ:g} s), got {self.time_constant_s}")
 
 
 class _JointOffsets:
@@ -63,8 +64,9 @@ class _JointOffsets:
         self._decay = 1.0 - dt / noise.time_constant_s
         self._kick = noise.std_rad * np.sqrt(2.0 * dt / noise.time_constant_s)  # keeps the std at std_rad
         self._rng = rng
-        self._arm = np.array([7 * i + j for i in range(len(SIDES)) for j in range(ARM_JOINTS)])
-        self.offset = np.zeros(7 * len(SIDES))
+        per_arm = ARM_JOINTS + 1  # the gripper's command follows its arm's joints
+        self._arm = np.array([per_arm * i + j for i in range(len(SIDES)) for j in range(ARM_JOINTS)])
+        self.offset = np.zeros(per_arm * len(SIDES))
 
     def step(self) -> np.ndarray:
         self.offset[self._arm] = self._decay * self.offset[self._arm] + self._kick * self._rng.standard_normal(
