@@ -93,6 +93,20 @@ def test_resuming_with_another_config_is_refused(tmp_path):
     train(_fresh_policy(), _dataset(), TrainConfig(steps=2, batch_size=4, log_every=1), tmp_path, progress=False)
 
 
+def test_resuming_on_another_dataset_is_refused(tmp_path):
+    cfg = TrainConfig(steps=2, batch_size=4)
+    train(_fresh_policy(), _dataset(), cfg, tmp_path, progress=False,
+          metadata={"dataset": {"path": "/data/a.zarr", "fingerprint": "aaaa"}})
+    with pytest.raises(CheckpointError, match=r"dataset: /data/a.zarr \(fingerprint aaaa\) -> /data/b.zarr "
+                                              r"\(fingerprint bbbb\)"):
+        train(_fresh_policy(), _dataset(), cfg, tmp_path, progress=False,
+              metadata={"dataset": {"path": "/data/b.zarr", "fingerprint": "bbbb"}})
+    # the same content elsewhere resumes
+    resumed = train(_fresh_policy(), _dataset(), cfg, tmp_path, progress=False,
+                    metadata={"dataset": {"path": "/moved/a.zarr", "fingerprint": "aaaa"}})
+    assert resumed.resumed_from == 2
+
+
 def test_load_policy_restores_the_ema_weights(tmp_path):
     result = train(_fresh_policy(BCConfig(**SHAPE)), _dataset(), TrainConfig(steps=3, batch_size=4), tmp_path, progress=False)
     loaded = load_policy(tmp_path / CHECKPOINT_NAME)

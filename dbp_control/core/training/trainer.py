@@ -109,6 +109,16 @@ def _truncate_metrics(path: Path, after_step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+def _dataset_difference(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The datasets of a checkpoint's and the current metadata, when both name one and their contents differ
+    (a dataset moved elsewhere keeps its fingerprint and resumes)."""
+    before, now = saved.get("dataset") or {}, current.get("dataset") or {}
+    if before.get("fingerprint") and now.get("fingerprint") and before["fingerprint"] != now["fingerprint"]:
+        return [f"dataset: {before.get('path')} (fingerprint {before['fingerprint']}) -> {now.get('path')} "
+                f"(fingerprint {now['fingerprint']})"]
+    return []
+
+
 def train(
     policy: Policy,
     dataset: BatchSource,
@@ -152,6 +162,7 @@ def train(
         diff = config_differences(config_from_dict(data["policy_config"]).to_dict(), policy.config.to_dict())
         saved_cfg = {**dataclasses.asdict(TrainConfig()), **data["train_config"]}  # fields added since, at their defaults
         diff += [d for d in config_differences(saved_cfg, train_cfg) if d.split(":")[0] not in _CADENCE_FIELDS]
+        diff += _dataset_difference(data.get("metadata") or {}, metadata or {})
         if diff:
             raise CheckpointError(
                 f"{ckpt_path} was made with another configuration ({'; '.join(diff)}); "
