@@ -30,14 +30,13 @@ from dbp_control.core.data.bags import (
     joint_state_msg,
     pose_array_msg,
 )
-from dbp_control.core.layout import CAMERAS, SIDES
+from dbp_control.core.layout import ARM_JOINTS, CAMERAS, SIDES, joint_names
 from dbp_control.core.sim.experts import make_expert
 from dbp_control.core.sim.robot import DualArmSim
 from dbp_control.core.sim.scene import MOVABLE_OBJECTS
 from dbp_control.core.sim.tasks import Task
 
 CONTROL_HZ = CHANNELS["left_arm_command"].rate_hz  # the expert acts at the command rate
-ARM_JOINTS = 6  # per arm: each arm's command is its six joints, then its gripper
 
 
 @dataclass(frozen=True)
@@ -64,8 +63,8 @@ class _JointOffsets:
         self._decay = 1.0 - dt / noise.time_constant_s
         self._kick = noise.std_rad * np.sqrt(2.0 * dt / noise.time_constant_s)  # keeps the std at std_rad
         self._rng = rng
-        per_arm = ARM_JOINTS + 1  # the gripper's command follows its arm's joints
-        self._arm = np.array([per_arm * i + j for i in range(len(SIDES)) for j in range(ARM_JOINTS)])
+        per_arm = len(joint_names(SIDES[0]))  # an arm's command: its joints, then its gripper (joint_names)
+        self._arm = np.array([per_arm * i + j for i in range(len(SIDES)) for j in range(len(ARM_JOINTS))])
         self.offset = np.zeros(per_arm * len(SIDES))
 
     def step(self) -> np.ndarray:
