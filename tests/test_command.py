@@ -5,14 +5,14 @@ import pytest
 
 from dbp_control.core.command.controller import NS, CommandController, TimedChunk
 from dbp_control.core.command.safety import LimitsError, SafetyFilter, load_joint_limits
-from dbp_control.core.data.dataset import JOINTS
+from dbp_control.core.layout import ROBOT_JOINTS
 
 MS = 1_000_000
 
 
 @pytest.fixture()
 def controller():
-    limits = load_joint_limits(JOINTS)
+    limits = load_joint_limits(ROBOT_JOINTS)
     c = CommandController(SafetyFilter(limits, rate_hz=100.0), rate_hz=100.0, watchdog_s=0.2, blend_s=0.0)
     c.on_joint_state(np.zeros(14), 0)
     c.set_enabled(True)
@@ -24,17 +24,17 @@ def ramp(start, per_step, steps=16):
 
 
 def test_the_shipped_limits_cover_every_joint_and_reject_bad_files(tmp_path):
-    limits = load_joint_limits(JOINTS)
-    assert limits.names == tuple(JOINTS) and (limits.lower < limits.upper).all()
-    assert limits.upper[JOINTS.index("left_gripper_joint")] == 1.0
+    limits = load_joint_limits(ROBOT_JOINTS)
+    assert limits.names == ROBOT_JOINTS and (limits.lower < limits.upper).all()
+    assert limits.upper[ROBOT_JOINTS.index("left_gripper_joint")] == 1.0
     bad = tmp_path / "limits.yaml"
     bad.write_text("joints:\n  left_shoulder_pan_joint: {lower: 1, upper: -1, max_velocity: 1}\n")
     with pytest.raises(LimitsError, match="no limits for joint"):
-        load_joint_limits(JOINTS, bad)
+        load_joint_limits(ROBOT_JOINTS, bad)
     with pytest.raises(LimitsError, match="lower < upper"):
         load_joint_limits(["left_shoulder_pan_joint"], bad)
     with pytest.raises(LimitsError, match="no joint limits file"):
-        load_joint_limits(JOINTS, tmp_path / "missing.yaml")
+        load_joint_limits(ROBOT_JOINTS, tmp_path / "missing.yaml")
 
 
 def test_chunk_steps_are_due_at_stamp_plus_k_steps_and_interpolated():
@@ -58,7 +58,7 @@ def test_commands_follow_the_chunk_within_velocity_limits(controller):
 
 
 def test_positions_are_clamped_to_the_limits(controller):
-    gripper = JOINTS.index("left_gripper_joint")
+    gripper = ROBOT_JOINTS.index("left_gripper_joint")
     target = np.zeros(14)
     target[gripper] = 5.0
     for k in range(40):  # fresh chunks and joint states every 10 ms; closing 1.0 at 4 per second takes 25 ticks
@@ -117,7 +117,7 @@ def test_emergency_stop_latches_until_enabled_again(controller):
 
 
 def test_a_newer_chunk_blends_in():
-    limits = load_joint_limits(JOINTS)
+    limits = load_joint_limits(ROBOT_JOINTS)
     c = CommandController(SafetyFilter(limits, rate_hz=100.0), rate_hz=100.0, blend_s=0.1, enabled=True)
     c.on_joint_state(np.zeros(14), 0)
     c.on_chunk(np.zeros((50, 14)), stamp_ns=0, step_s=0.01, now_ns=0)
@@ -130,7 +130,7 @@ def test_a_newer_chunk_blends_in():
 
 
 def test_a_chunk_is_followed_for_its_committed_steps_before_a_newer_one_takes_over():
-    limits = load_joint_limits(JOINTS)
+    limits = load_joint_limits(ROBOT_JOINTS)
     c = CommandController(SafetyFilter(limits, rate_hz=100.0), rate_hz=100.0, blend_s=0.0, commit_steps=8,
                           enabled=True)
     c.on_joint_state(np.zeros(14), 0)

@@ -11,8 +11,7 @@ import pytest
 
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.data.bags import joint_trajectory_msg, trajectory_positions, typestore
-from dbp_control.core.data.dataset import JOINTS
-from dbp_control.core.layout import joint_names
+from dbp_control.core.layout import ROBOT_JOINTS, joint_names
 from dbp_control.middleware.zenoh_backend import ZenohNode, open_router
 from dbp_control.nodes.processes import NodeProcesses, free_endpoint
 
@@ -47,7 +46,7 @@ def test_trajectory_commands_drive_the_arms_and_nothing_goes_to_the_position_con
             target[:6] += [0.15, -0.1, 0.1, 0.0, 0.1, -0.15]  # the left arm moves, the right one holds
             deadline = time.monotonic() + 6
             while time.monotonic() < deadline:  # fresh chunks, as the policy sends them
-                chunks.publish(joint_trajectory_msg("humble", time.time_ns(), "world", JOINTS,
+                chunks.publish(joint_trajectory_msg("humble", time.time_ns(), "world", ROBOT_JOINTS,
                                                     np.repeat(target[None], 16, 0), 0.1))
                 time.sleep(0.05)
                 with lock:

@@ -19,14 +19,13 @@ from dbp_control.core.data.bags import (
     pose_array_msg,
 )
 from dbp_control.core.data.dataset import (
-    JOINTS,
     BuildConfig,
     Dataset,
     DatasetError,
     WindowDataset,
     build_dataset,
 )
-from dbp_control.core.layout import CAMERAS, SIDES, joint_names
+from dbp_control.core.layout import CAMERAS, ROBOT_JOINTS, SIDES, joint_names
 
 T0 = 1_700_000_000 * 10**9
 MS = 1_000_000
@@ -64,7 +63,7 @@ def write_episode(path: Path, *, seconds: float = 2.0, cameras: tuple[str, ...] 
         events.append((T0 + k * 20 * MS, "command", k))
     for k in range(int(seconds * 30)):
         events.append((T0 + round(k * 1e9 / 30) + camera_lag_ms * MS, "camera", k))
-    names = list(JOINTS)
+    names = list(ROBOT_JOINTS)
     order = np.random.default_rng(0).permutation(14) if shuffled_joints else np.arange(14)
     with EpisodeBagWriter(path, topics=topics) as bag:
         for t, kind, k in sorted(events):
@@ -121,7 +120,7 @@ def test_steps_take_the_freshest_joint_state_synchronised_images_and_command_in_
             assert image.shape == (24, 32, 3) and (image == frame_colour(frame, c)).all(), (i, cam)
     np.testing.assert_allclose(ds.array("image_age_ms"), 0.0)
     np.testing.assert_allclose(ds.array("objects")[0], [0.1, 0.2, 0.3, 1, 0, 0, 0] * 2, atol=1e-6)
-    assert ds.layout["joints"] == JOINTS
+    assert ds.layout["joints"] == list(ROBOT_JOINTS)
     assert ds.layout["action"]["left"]["topic"] == "/left_arm/forward_position_controller/commands"
     assert ds.layout["cameras"]["head"] == {"topic": "/head_camera/color/image_raw", "size": [24, 32]}
     assert ds.build["slop_s"] == BuildConfig().slop_s and ds.episodes[0]["task"] == "lift"

@@ -14,9 +14,8 @@ import pytest
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.command.safety import load_joint_limits
 from dbp_control.core.data.bags import read_bag, read_episode_info, typestore
-from dbp_control.core.data.dataset import JOINTS
 from dbp_control.core.inference.cpus import allowed_cpus, resolve_cpus
-from dbp_control.core.layout import CAMERAS
+from dbp_control.core.layout import CAMERAS, ROBOT_JOINTS
 from dbp_control.middleware.zenoh_backend import ZenohNode
 from dbp_control.nodes.processes import free_endpoint
 from process_helpers import stop_process, stop_processes, wait_for
@@ -91,7 +90,7 @@ def test_the_default_policy_lifts_the_cube_through_the_graph_and_the_watchdog_ho
     assert policy["head_thread_cpus"] == list(allowed_cpus()), policy  # not pinned (config/policy.yaml)
     assert status["obs_to_command_ms"] is not None and status["obs_to_command_ms"]["p50"] < 60, status
     assert status["chunks_accepted"] > 100 and status["chunks_rejected"] == 0
-    limits = load_joint_limits(JOINTS)  # both arms have the same limits: check every command against one arm's
+    limits = load_joint_limits(ROBOT_JOINTS)  # both arms have the same limits: check every command against one arm's
     assert np.array_equal(limits.lower[:7], limits.lower[7:]) and np.array_equal(limits.upper[:7], limits.upper[7:])
     stacked = np.array(commands)
     assert stacked.shape[1] == 7 and np.isfinite(stacked).all()
@@ -136,12 +135,12 @@ def test_faults_kill_the_policy_bad_chunks_and_bad_images(tmp_path):
 
         def chunk(values, names):
             return types["trajectory_msgs/msg/JointTrajectory"](
-                header=header("humble", time.time_ns(), "world"), joint_names=names,
+                header=header("humble", time.time_ns(), "world"), joint_names=list(names),
                 points=[point(positions=values, velocities=empty, accelerations=empty, effort=empty,
                               time_from_start=duration(sec=0, nanosec=k * 100_000_000)) for k in range(4)])
 
-        chunks.publish(chunk(np.full(14, np.nan), JOINTS))
-        chunks.publish(chunk(np.zeros(7), JOINTS[:7]))
+        chunks.publish(chunk(np.full(14, np.nan), ROBOT_JOINTS))
+        chunks.publish(chunk(np.zeros(7), ROBOT_JOINTS[:7]))
         assert wait_for(lambda: status[-1][1]["chunks_rejected"] >= 2, 5), status[-1]
         time.sleep(0.5)
         assert processes["policy"].poll() is None and processes["command"].poll() is None

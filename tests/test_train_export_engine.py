@@ -11,11 +11,12 @@ import pytest
 import torch
 import yaml
 
-from dbp_control.core.data.dataset import JOINTS, Dataset, DatasetError
+from dbp_control.core.data.dataset import Dataset, DatasetError
 from dbp_control.core.data.synthetic import synthetic_dataset as make_dataset
 from dbp_control.core.evaluation.closed_loop import TorchChunkPolicy, evaluate, wilson_interval
 from dbp_control.core.export.onnx_export import ExportError, export_policy, exporter_fingerprint
 from dbp_control.core.inference.engine import EngineError, LiveConfig, PolicyEngine
+from dbp_control.core.layout import ROBOT_JOINTS
 from dbp_control.core.training.checkpoint import load_policy, read_checkpoint
 from dbp_control.core.training.recipe import TrainRecipe, train_on_dataset, windows_for
 
@@ -68,7 +69,7 @@ def test_one_seed_trains_the_same_weights_and_another_seed_others(tmp_path):
 def test_checkpoint_carries_the_robot_layout_and_resumes(state_checkpoint, tmp_path):
     data = read_checkpoint(state_checkpoint)
     assert data["metadata"]["state_keys"] == ["joints", "objects"]
-    assert data["metadata"]["dataset"]["layout"]["joints"] == JOINTS and data["metadata"]["dataset"]["rate_hz"] == 10.0
+    assert data["metadata"]["dataset"]["layout"]["joints"] == list(ROBOT_JOINTS) and data["metadata"]["dataset"]["rate_hz"] == 10.0
     assert data["policy_config"]["state_dim"] == 28 and data["step"] == 3
 
 
@@ -86,7 +87,7 @@ def test_state_policy_export_matches_torch_and_checks_the_robot(state_checkpoint
     diff, engine = parity(tmp_path / "m", state_checkpoint)
     assert diff < 1e-4
     sidecar = yaml.safe_load((tmp_path / "m" / "policy.yaml").read_text())
-    assert sidecar["action"]["names"] == JOINTS and sidecar["step_hz"] == 10.0 and sidecar["nfe"] == 1
+    assert sidecar["action"]["names"] == list(ROBOT_JOINTS) and sidecar["step_hz"] == 10.0 and sidecar["nfe"] == 1
     assert sidecar["graphs"]["head"]["inputs"]["z"]["shape"] == [1, 8, 14]
     assert engine.providers[-1] == "CPUExecutionProvider"
     bound = PolicyEngine(tmp_path / "m", io_binding=True)  # the GPU path's binding, exercised on the CPU
@@ -95,9 +96,9 @@ def test_state_policy_export_matches_torch_and_checks_the_robot(state_checkpoint
     with pytest.raises(ExportError, match="already holds an exported policy"):
         export_policy(state_checkpoint, tmp_path / "m")
     with pytest.raises(EngineError, match="joints .* differ"):
-        PolicyEngine(tmp_path / "m", live=LiveConfig(cameras={}, joint_names=JOINTS[::-1], state_keys=("joints", "objects")))
+        PolicyEngine(tmp_path / "m", live=LiveConfig(cameras={}, joint_names=ROBOT_JOINTS[::-1], state_keys=("joints", "objects")))
     with pytest.raises(EngineError, match="state keys"):
-        PolicyEngine(tmp_path / "m", live=LiveConfig(cameras={}, joint_names=JOINTS))
+        PolicyEngine(tmp_path / "m", live=LiveConfig(cameras={}, joint_names=ROBOT_JOINTS))
 
 
 def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
@@ -308,7 +309,7 @@ def test_image_policy_split_graphs_match_torch_and_the_cameras(tmp_path):
     assert diff < 1e-4
     with pytest.raises(EngineError, match="camera 'head' delivers \\(96, 96\\), the policy expects \\(32, 32\\)"):
         PolicyEngine(tmp_path / "m", live=LiveConfig(cameras={"left_wrist": (32, 32), "right_wrist": (32, 32),
-                                                                "head": (96, 96)}, joint_names=JOINTS))
+                                                                "head": (96, 96)}, joint_names=ROBOT_JOINTS))
     with pytest.raises(EngineError, match="expected uint8"):
         engine.encode("head", np.zeros((32, 32, 3), np.float32))
     state = np.zeros((engine.n_obs_steps, engine.state_dim), np.float32)

@@ -20,3 +20,7 @@ def joint_names(side: str) -> list[str]:
     if side not in SIDES:
         raise ValueError(f"unknown arm {side!r}; arms: {list(SIDES)}")
     return [f"{side}_{j}" for j in ARM_JOINTS] + [f"{side}_gripper_joint"]
+
+
+# every joint of the robot, left arm then right, in the order commands, joint states and policies use
+ROBOT_JOINTS: tuple[str, ...] = tuple(name for side in SIDES for name in joint_names(side))

@@ -22,13 +22,12 @@ import torch
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.export.onnx_export import export_policy, exporter_fingerprint
 from dbp_control.core.inference.engine import EngineError, load_sidecar
-from dbp_control.core.layout import CAMERAS, SIDES, joint_names
+from dbp_control.core.layout import CAMERAS, ROBOT_JOINTS, SIDES, joint_names
 from dbp_control.core.policies.base import make_policy
 from dbp_control.core.policies.dbp.modeling import DBPConfig
 from dbp_control.core.training.checkpoint import save_checkpoint
 from dbp_control.nodes.processes import NodeProcesses
 
-JOINTS = [n for side in SIDES for n in joint_names(side)]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -46,7 +45,7 @@ def image_policy_model(folder: Path, preset: str = "small") -> Path:
     torch.manual_seed(0)
     policy = make_policy(DBPConfig(state_dim=14, action_dim=14, cameras=CAMERAS, preset=preset))
     policy.fit_normalizers(torch.randn(256, 2, 14), torch.randn(256, 16, 14))
-    layout = {"joints": JOINTS, "state": {"topic": CHANNELS["joint_states"].topic, "names": JOINTS},
+    layout = {"joints": list(ROBOT_JOINTS), "state": {"topic": CHANNELS["joint_states"].topic, "names": list(ROBOT_JOINTS)},
               "action": {side: {"topic": CHANNELS[f"{side}_arm_command"].topic, "names": joint_names(side)}
                          for side in SIDES},
               "cameras": {cam: {"topic": CHANNELS[f"{cam}_image"].topic, "size": [96, 96]} for cam in CAMERAS},

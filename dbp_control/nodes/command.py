@@ -26,12 +26,11 @@ from dbp_control.core.data.bags import (
     trajectory_positions,
     typestore,
 )
-from dbp_control.core.layout import SIDES, joint_names
+from dbp_control.core.layout import ROBOT_JOINTS, SIDES, joint_names
 from dbp_control.middleware.port import Node
 from dbp_control.nodes.scheduling import use_realtime_priority
 
 NAME = "dual_arm_command"
-JOINTS = [n for side in SIDES for n in joint_names(side)]
 DEFAULTS: dict[str, Any] = {
     "rate_hz": CHANNELS["left_arm_command"].rate_hz,  # commands per second to each arm, as recorded
     "command_type": "position",  # position: forward_position_controller; trajectory: joint_trajectory_controller
@@ -50,7 +49,7 @@ class DualArmCommand:
         self.node = node
         p = self.params = node.parameters(DEFAULTS)
         arm_channels = {side: command_channel(side, p["command_type"]) for side in SIDES}  # a bad type fails first
-        limits = load_joint_limits(JOINTS, Path(p["joint_limits_file"]) if p["joint_limits_file"] else DEFAULT_LIMITS_FILE)
+        limits = load_joint_limits(ROBOT_JOINTS, Path(p["joint_limits_file"]) if p["joint_limits_file"] else DEFAULT_LIMITS_FILE)
         self.controller = CommandController(SafetyFilter(limits, p["rate_hz"]), rate_hz=p["rate_hz"],
                                             watchdog_s=p["watchdog_s"], blend_s=p["blend_s"], commit_steps=p["commit_steps"],
                                             enabled=p["enabled"], latency_window_s=p["latency_window_s"])
@@ -87,16 +86,16 @@ class DualArmCommand:
     def on_joint_state(self, msg: Any) -> None:
         names = list(msg.name)
         if self._joint_order is None or len(names) != len(self._joint_order):
-            missing = [j for j in JOINTS if j not in names]
+            missing = [j for j in ROBOT_JOINTS if j not in names]
             if missing:
                 self.node.logger.warning("joint state without %s ignored", missing)
                 return
-            self._joint_order = [names.index(j) for j in JOINTS]
+            self._joint_order = [names.index(j) for j in ROBOT_JOINTS]
         self.controller.on_joint_state(np.asarray(msg.position, dtype=np.float64)[self._joint_order], self.node.now_ns())
 
     def on_chunk(self, msg: Any) -> None:
         try:
-            actions, step = trajectory_positions(msg, JOINTS)
+            actions, step = trajectory_positions(msg, ROBOT_JOINTS)
         except ValueError as exc:
             self.controller.status.chunks_rejected += 1
             self.controller.status.last_rejection = str(exc)

@@ -30,7 +30,7 @@ from dbp_control.core.inference.cpus import allowed_cpus, pin_current_thread, re
 from dbp_control.core.inference.engine import LiveConfig, PolicyEngine, check_live_config
 from dbp_control.core.inference.loop import InferenceLoop, rgb_features
 from dbp_control.core.latency import LatencyWindow
-from dbp_control.core.layout import CAMERAS, SIDES, joint_names
+from dbp_control.core.layout import CAMERAS, ROBOT_JOINTS
 from dbp_control.core.observation.assembler import Observation, ObservationAssembler
 from dbp_control.core.observation.images import ImageError, decode_image
 from dbp_control.core.observation.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
@@ -39,7 +39,6 @@ from dbp_control.middleware.port import Node
 from dbp_control.nodes.scheduling import use_realtime_priority
 
 FRAME_WORKER_NICENESS = 10  # added to the frame worker thread's niceness
-JOINTS = [n for side in SIDES for n in joint_names(side)]
 OBSERVATION_DEFAULTS: dict[str, Any] = {
     "cameras": ",".join(CAMERAS),  # the cameras this robot has
     "object_poses": False,  # simulation only: append /sim/object_poses to the state (state policies)
@@ -87,7 +86,7 @@ class ObservationNode:
         configured = tuple(c for c in p["cameras"].split(",") if c)
         # frames are resized to the policy's size here, so sizes match by construction
         self.live = LiveConfig(cameras={c: engine.image_size(c) for c in configured if c in engine.cameras},
-                               joint_names=JOINTS,
+                               joint_names=ROBOT_JOINTS,
                                state_keys=("joints", "objects") if p["object_poses"] else ("joints",))
         self.assembler = ObservationAssembler(engine.cameras, queue_size=p["queue_size"], slop_s=p["slop_s"],
                                               max_age_s=p["max_age_s"])  # frames arrive already encoded
@@ -124,9 +123,9 @@ class ObservationNode:
     def on_joint_state(self, msg: Any) -> None:
         names = list(msg.name)
         if self._joint_order is None or len(names) != len(self._joint_order):
-            if any(j not in names for j in JOINTS):
+            if any(j not in names for j in ROBOT_JOINTS):
                 return
-            self._joint_order = [names.index(j) for j in JOINTS]
+            self._joint_order = [names.index(j) for j in ROBOT_JOINTS]
         with self.lock:
             self.assembler.push_joint_state(stamp_ns_of(msg), np.asarray(msg.position)[self._joint_order],
                                             self.node.now_ns())
@@ -267,7 +266,7 @@ class InferenceNode:
         chunk = self.loop.step(obs, objects)
         self.inference_time.add(now, time.perf_counter_ns() - start)
         self.ticks += 1
-        self.chunk_publisher.publish(joint_trajectory_msg(self.node.distro, chunk.stamp_ns, "world", JOINTS,
+        self.chunk_publisher.publish(joint_trajectory_msg(self.node.distro, chunk.stamp_ns, "world", ROBOT_JOINTS,
                                                           chunk.actions, chunk.step_s))
         self.publish_age.add(now, self.node.now_ns() - chunk.stamp_ns)
 

@@ -3,6 +3,7 @@ positions inside the limits, and no joint moving faster than its velocity limit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ class JointLimits:
     max_velocity: np.ndarray
 
 
-def load_joint_limits(joints: list[str], path: Path = DEFAULT_LIMITS_FILE) -> JointLimits:
+def load_joint_limits(joints: Sequence[str], path: Path = DEFAULT_LIMITS_FILE) -> JointLimits:
     """Limits for `joints` (in this order) from a YAML file mapping each joint to lower, upper, max_velocity."""
     path = Path(path)
     table = load_mapping(path, LimitsError, f"no joint limits file at {path}").get("joints")

@@ -9,7 +9,7 @@ and as one JSON `std_msgs/msg/String` on EPISODE_INFO_TOPIC, for tools that igno
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import cache
@@ -123,7 +123,7 @@ def float64_array_msg(distro: str, values: np.ndarray) -> Any:
     return ts.types["std_msgs/msg/Float64MultiArray"](layout=layout, data=np.ascontiguousarray(values, dtype=np.float64))
 
 
-def joint_trajectory_msg(distro: str, stamp_ns: int, frame_id: str, names: list[str], positions: np.ndarray,
+def joint_trajectory_msg(distro: str, stamp_ns: int, frame_id: str, names: Sequence[str], positions: np.ndarray,
                          step_s: float, first_s: float = 0.0) -> Any:
     """[T, D] joint positions -> trajectory_msgs/msg/JointTrajectory, point k due `first_s + k * step_s` after
     the header stamp (a zero stamp: start on arrival, as joint_trajectory_controller reads it)."""
@@ -144,12 +144,12 @@ def joint_trajectory_msg(distro: str, stamp_ns: int, frame_id: str, names: list[
                                                          for k, row in enumerate(positions)])
 
 
-def trajectory_positions(msg: Any, joints: list[str]) -> tuple[np.ndarray, float]:
+def trajectory_positions(msg: Any, joints: Sequence[str]) -> tuple[np.ndarray, float]:
     """trajectory_msgs/msg/JointTrajectory -> ([T, len(joints)] positions in `joints` order, seconds between its
     first two points; 0 with fewer). Other joints, or a point without one position per joint, are errors."""
     names = list(msg.joint_names)
     if sorted(names) != sorted(joints):
-        raise ValueError(f"trajectory joints {names} are not the robot's {joints}")
+        raise ValueError(f"trajectory joints {names} are not the robot's {list(joints)}")
     for k, point in enumerate(msg.points):
         if len(point.positions) != len(names):
             raise ValueError(f"trajectory point {k} has {len(point.positions)} positions for {len(names)} joints")

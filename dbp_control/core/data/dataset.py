@@ -38,13 +38,12 @@ from zarr.codecs import BloscCodec
 
 from dbp_control.core.channels import CHANNELS, COMMAND_TYPES, command_channel
 from dbp_control.core.data.bags import BagError, poses_of, read_bag, read_episode_info, stamp_ns_of, trajectory_positions
-from dbp_control.core.layout import CAMERAS, SIDES, joint_names
+from dbp_control.core.layout import CAMERAS, ROBOT_JOINTS, SIDES, joint_names
 from dbp_control.core.observation.images import ImageError, decode_image, resize_rgb
 from dbp_control.core.observation.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S, ApproximateTimeSync
 
 FORMAT = "dbp_control.dataset"
 FORMAT_VERSION = 1
-JOINTS: list[str] = [name for side in SIDES for name in joint_names(side)]
 LOW_DIM_CHUNK = 4096
 IMAGE_CHUNK = 32  # frames per chunk: training reads whole episodes, so chunks can be long
 
@@ -100,10 +99,10 @@ class EpisodeArrays:
 def _joint_order(names: list[str]) -> np.ndarray:
     """Index into a JointState's arrays for each layout joint (drivers may publish in any order)."""
     index = {name: i for i, name in enumerate(names)}
-    missing = [n for n in JOINTS if n not in index]
+    missing = [n for n in ROBOT_JOINTS if n not in index]
     if missing:
         raise EpisodeSkipped(f"joint_states lack joint(s) {missing}")
-    return np.array([index[n] for n in JOINTS])
+    return np.array([index[n] for n in ROBOT_JOINTS])
 
 
 def _command_values(topic: str, msg: Any, command_type: str, side: str) -> np.ndarray:
@@ -270,8 +269,8 @@ def _split(n: int, val_fraction: float, seed: int) -> dict[str, list[int]]:
 def dataset_layout(cfg: BuildConfig) -> dict[str, Any]:
     """The layout a dataset built with `cfg` records: joints, and the channels its arrays came from."""
     return {
-        "joints": JOINTS,
-        "state": {"topic": CHANNELS["joint_states"].topic, "names": JOINTS},
+        "joints": list(ROBOT_JOINTS),
+        "state": {"topic": CHANNELS["joint_states"].topic, "names": list(ROBOT_JOINTS)},
         "action": {side: {"topic": CHANNELS[f"{side}_arm_command"].topic,
                           "trajectory_topic": CHANNELS[f"{side}_arm_trajectory"].topic, "names": joint_names(side)}
                    for side in SIDES},

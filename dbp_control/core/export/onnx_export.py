@@ -38,7 +38,7 @@ from dbp_control.core.export.matmul_conv import MIN_IN_CHANNELS, rewritable, rew
 from dbp_control.core.export.mish import rewrite_mish
 from dbp_control.core.export.quantize import CALIBRATION_FRAMES, quantize_encoder, quantize_head
 from dbp_control.core.export.sidecar import SIDECAR, SIDECAR_FORMAT, SIDECAR_VERSION, sha256_file
-from dbp_control.core.layout import SIDES, joint_names
+from dbp_control.core.layout import ROBOT_JOINTS, SIDES
 from dbp_control.core.policies import Policy
 from dbp_control.core.policies.diffusion.modeling import DiffusionPolicy
 from dbp_control.core.policies.diffusion.scheduler import denoise_step
@@ -396,7 +396,7 @@ def export_policy(checkpoint: Path, out_dir: Path, *, overwrite: bool = False, s
         "horizon": c.horizon, "n_obs_steps": c.n_obs_steps, "n_action_steps": c.n_action_steps,
         "step_hz": metadata["dataset"].get("rate_hz"),
         "state": {"keys": metadata.get("state_keys", ["joints"]), "names": state_names},
-        "action": {"names": [n for side in SIDES for n in joint_names(side)] if c.action_dim == 14
+        "action": {"names": list(ROBOT_JOINTS) if c.action_dim == 14
                    else list(layout["action"].get("names", [])),
                    "arms": {side: spec for side, spec in layout["action"].items() if side in SIDES}},
         "cameras": {cam: {"height": height, "width": width, "topic": layout["cameras"][cam]["topic"]}

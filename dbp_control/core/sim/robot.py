@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dbp_control.core.calibration import CameraIntrinsics, load_camera_intrinsics
-from dbp_control.core.layout import CAMERAS, SIDES, joint_names
+from dbp_control.core.layout import CAMERAS, ROBOT_JOINTS, SIDES
 from dbp_control.core.sim import RENDERER_UNSET_AT_MUJOCO_IMPORT
 from dbp_control.core.sim.ik import SiteIK
 from dbp_control.core.sim.scene import GRIPPER_STROKE, MOVABLE_OBJECTS, build_scene_xml
@@ -37,7 +37,7 @@ class DualArmSim:
         fovy = {cam: i.fovy_deg for cam, i in self.intrinsics.items()}
         self.model = mujoco.MjModel.from_xml_string(build_scene_xml(fovy, timestep=1.0 / physics_hz))
         self.data = mujoco.MjData(self.model)
-        self.names = [n for side in SIDES for n in joint_names(side)]
+        self.names = list(ROBOT_JOINTS)
         self._qpos = np.array([self.model.jnt_qposadr[self._joint(n)] for n in self.names])
         self._qvel = np.array([self.model.jnt_dofadr[self._joint(n)] for n in self.names])
         self._mirror_qpos = np.array([self.model.jnt_qposadr[self._joint(f"{s}_gripper_mirror_joint")] for s in SIDES])
