@@ -136,3 +136,38 @@ def test_a_stop_signal_reaches_the_node_even_when_the_python_handler_does_nothin
             time.sleep(0.01)
         assert stop.is_set()
     assert signal.getsignal(signal.SIGTERM) is before and signal.set_wakeup_fd(-1) == -1  # both restored
+
+
+@pytest.mark.parametrize("block_returns", [False, True])
+def test_a_node_stuck_after_its_stop_exits_with_its_stacks_and_one_that_stops_does_not(block_returns):
+    """The deadline's watchdog needs no GIL; a block that ends in time cancels it (the process then outlives
+    the deadline and exits 0)."""
+    import subprocess
+    import sys
+    import time
+
+    stuck = "threading.Event().wait()  # never returns" if not block_returns else "pass"
+    code = ("import threading, time\n"
+            "from dbp_control.nodes.runner import exit_if_stop_outlasts\n"
+            "stop = threading.Event()\n"
+            "with exit_if_stop_outlasts(stop, 0.5):\n"
+            "    stop.set()\n"
+            f"    {stuck}\n"
+            "time.sleep(1.5)\n")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    if block_returns:
+        assert result.returncode == 0 and "Timeout" not in result.stderr, result.stderr
+    else:
+        assert result.returncode == 1 and time.monotonic() - started < 30
+        assert "Timeout (0:00:00.500000)!" in result.stderr and 'File "<string>", line 6' in result.stderr, result.stderr
+
+
+def test_the_stop_deadline_must_be_positive():
+    import threading
+
+    from dbp_control.nodes.runner import exit_if_stop_outlasts
+
+    with pytest.raises(ValueError, match="deadline_s"):
+        with exit_if_stop_outlasts(threading.Event(), 0):
+            pass

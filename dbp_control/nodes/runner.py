@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
+import math
 import select
 import signal
 import socket
@@ -54,7 +56,7 @@ def run_node(name: str, cls: type, *, parameters_files: Sequence[Path] = (), ove
         stop = threading.Event()
         if duration_s is not None:
             next(iter(nodes.values())).timer(duration_s, stop.set)
-        with stop_on_signals(stop):
+        with stop_on_signals(stop), exit_if_stop_outlasts(stop, STOP_DEADLINE_S):
             spin_together(list(nodes.values()), stop)
         return logic
     finally:
@@ -63,6 +65,31 @@ def run_node(name: str, cls: type, *, parameters_files: Sequence[Path] = (), ove
 
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+STOP_DEADLINE_S = 10.0  # how long a node's executors may take to return once stopped
+
+
+@contextlib.contextmanager
+def exit_if_stop_outlasts(stop: threading.Event, deadline_s: float) -> Iterator[None]:
+    """Once `stop` is set, the block has `deadline_s` to finish; past that, every thread's stack is printed to
+    stderr and the process exits with status 1. faulthandler's watchdog does both from a thread of its own
+    that needs no GIL, so an interpreter whose main thread never gets the GIL back cannot hold it up: a
+    node once spun on after SIGTERM, its stop set, its main thread parked in the executor's wait for good,
+    and whoever supervised it (ros2 launch, a test) waited on a process that would never end."""
+    if not math.isfinite(deadline_s) or deadline_s <= 0:
+        raise ValueError(f"deadline_s must be a finite number > 0, got {deadline_s}")
+
+    def arm() -> None:
+        stop.wait()
+        faulthandler.dump_traceback_later(deadline_s, exit=True)
+
+    armer = threading.Thread(target=arm, name="stop-deadline", daemon=True)
+    armer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        armer.join()  # armed by now: cancelling after the join cannot race it
+        faulthandler.cancel_dump_traceback_later()
 
 
 @contextlib.contextmanager
