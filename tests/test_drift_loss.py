@@ -92,6 +92,18 @@ def test_matches_numpy_loop_with_negatives_and_weights():
     assert diag["scale"].item() == pytest.approx(s, rel=1e-12)
 
 
+def test_spread_is_the_samples_mutual_distance_over_their_distance_to_the_demonstrations():
+    gen, pos, neg = _random_case(6, B=2, G=4, P=2, N=3, K=2)
+    mutual = np.linalg.norm(gen[:, :, None] - gen[:, None], axis=-1)
+    to_data = np.linalg.norm(gen[:, :, None] - pos[:, None], axis=-1)
+    expected = mutual[:, ~np.eye(4, dtype=bool)].mean() / to_data.mean()
+    _, diag = drift_loss(torch.tensor(gen), torch.tensor(pos), TEMPS, neg=torch.tensor(neg))
+    assert diag["spread"].item() == pytest.approx(expected, rel=1e-9)
+    # samples collapsed onto one point far from the demonstrations: the regime where training stalls
+    collapsed = torch.tensor(gen[:, :1]).repeat(1, 4, 1) + 1e-3 * torch.randn(2, 4, 3, dtype=torch.float64)
+    assert drift_loss(collapsed, torch.tensor(pos) + 5, TEMPS)[1]["spread"] < 0.01
+
+
 def test_gradient_flows_through_gen_only_with_a_fixed_target():
     gen_np, pos_np, _ = _random_case(5, B=3, G=4, P=1, N=6)
     V, _, sx, _ = reference_drift(gen_np, pos_np, TEMPS)

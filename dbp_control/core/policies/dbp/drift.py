@@ -68,7 +68,9 @@ def drift_loss(
             sx the distance scale and V the summed drift. Its value does NOT fall to zero during training
             (V is renormalised to unit RMS per temperature); watch the un-normalised force RMS in the
             diagnostics instead, which shrinks as generated samples approach the data.
-        diagnostics: detached scalars: `scale` (mean distance s), `force_rms_tau=<tau>` per temperature.
+        diagnostics: detached scalars: `scale` (mean distance s), `spread` (the generated samples' mean
+            mutual distance over their mean distance to the demonstrations), `force_rms_tau=<tau>` per
+            temperature.
     """
     _check_set("gen", gen, None, None)
     batch, n_gen, dim = gen.shape
@@ -103,7 +105,11 @@ def drift_loss(
         dist_n[:, :, :n_gen] += SELF_DISTANCE_PENALTY * torch.eye(n_gen, dtype=x.dtype, device=x.device)
 
         drift = torch.zeros_like(x_s)
-        diagnostics: dict[str, torch.Tensor] = {"scale": scale}
+        # the samples' mutual distance over their distance to the demonstrations: far below 1, they have collapsed
+        # onto one point that the demonstrations hardly attract (affinity exp(-ratio / tau)), and training stalls
+        pairs = ~torch.eye(n_gen, dtype=torch.bool, device=x.device)
+        spread = dist[:, :, :n_gen][:, pairs].mean() / dist[:, :, n_rep:].mean().clamp_min(1e-8)
+        diagnostics: dict[str, torch.Tensor] = {"scale": scale, "spread": spread}
         for tau in temperatures:
             logits = -dist_n / tau
             affinity = (logits.softmax(dim=-1) * logits.softmax(dim=-2)).clamp_min(1e-6).sqrt()
