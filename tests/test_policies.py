@@ -66,7 +66,19 @@ def test_noise_scale_zero_samples_one_chunk_per_observation(config):
 
 def test_dbp_diagnostics_report_drift_forces():
     _, diagnostics = _policy(DBPConfig(**SHAPE)).compute_loss({"state": torch.randn(8, 2, 4), "action": torch.randn(8, 8, 2)})
-    assert {"scale", "force_rms_tau=0.02", "force_rms_tau=0.05", "force_rms_tau=0.2"} <= set(diagnostics)
+    assert {"scale", "spread", "force_rms_tau=0.02", "force_rms_tau=0.05", "force_rms_tau=0.2"} <= set(diagnostics)
+
+
+def test_the_noise_skip_adds_c_times_z_to_the_u_nets_chunk():
+    plain, skipped = _policy(DBPConfig(**SHAPE)).eval(), _policy(DBPConfig(**SHAPE, noise_skip=0.5)).eval()
+    torch.testing.assert_close(plain.net.state_dict(), skipped.net.state_dict())  # the same weights
+    cond, z = plain.encode(torch.randn(3, 2, 4)), torch.randn(3, 8, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(skipped.sample_normalized(cond, z, None), plain.sample_normalized(cond, z, None) + 0.5 * z)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="noise_skip must be a finite number >= 0"):
+            DBPConfig(**SHAPE, noise_skip=bad)
+    assert config_from_dict(DBPConfig(**SHAPE, noise_skip=0.2).to_dict()).noise_skip == 0.2
 
 
 def test_bc_ignores_noise():

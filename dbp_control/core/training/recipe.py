@@ -47,15 +47,17 @@ class TrainRecipe:
     num_generated: int = DBPConfig.num_generated
     temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
     neighbour_positives: int = DBPConfig.neighbour_positives
+    noise_skip: float = DBPConfig.noise_skip  # c: the generator is c * z + U-Net(z, obs)
 
     def __post_init__(self) -> None:
         if self.method not in available_methods():
             raise ValueError(f"unknown method {self.method!r}; known: {available_methods()}")
         if self.method != "dbp" and (self.num_generated != DBPConfig.num_generated
                                      or tuple(self.temperatures) != DEFAULT_TEMPERATURES
-                                     or self.neighbour_positives != DBPConfig.neighbour_positives):
-            raise ValueError(f"num_generated, temperatures and neighbour_positives are DBP's; method {self.method!r} "
-                             "has none of them")
+                                     or self.neighbour_positives != DBPConfig.neighbour_positives
+                                     or self.noise_skip != DBPConfig.noise_skip):
+            raise ValueError(f"num_generated, temperatures, neighbour_positives and noise_skip are DBP's; method "
+                             f"{self.method!r} has none of them")
         if self.num_generated < 2:
             raise ValueError(f"num_generated must be >= 2 (DBP's samples repel each other), got {self.num_generated}")
         if not self.temperatures or any(t <= 0 for t in self.temperatures):
@@ -116,7 +118,7 @@ def train_on_dataset(dataset_path: Path, recipe: TrainRecipe, out_dir: Path, *, 
     windows = windows_for(dataset, recipe, "train", neighbours=True)
     image_size = next(iter(dataset.layout["cameras"].values()))["size"] if windows.images else (96, 96)
     method_fields = {"dbp": {"num_generated": recipe.num_generated, "temperatures": tuple(recipe.temperatures),
-                             "neighbour_positives": recipe.neighbour_positives},
+                             "neighbour_positives": recipe.neighbour_positives, "noise_skip": recipe.noise_skip},
                      "bc": {}, "diffusion": {"sampler": "ddpm"}}[recipe.method]
     config = config_from_dict({
         "method": recipe.method, "state_dim": windows.state_dim, "action_dim": windows.action_dim,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,6 +20,9 @@ class DBPConfig(PolicyConfig):
     # K: the action chunks of the K nearest observations of other demonstrations join each window's own as
     # positives (P = 1 + K), so the field sees the modes an observation leads to, not one demonstration's
     neighbour_positives: int = 0
+    # c > 0: the generator is c * z + U-Net(z, obs), so its samples start spread (about c per coordinate) rather
+    # than collapsed onto one point, where the drift field's pull on them fades (see drift_loss's `spread`)
+    noise_skip: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -27,6 +31,9 @@ class DBPConfig(PolicyConfig):
             raise ValueError(f"DBPConfig.num_generated must be >= 2 (samples repel each other), got {self.num_generated}")
         if self.neighbour_positives < 0:
             raise ValueError(f"DBPConfig.neighbour_positives must be >= 0, got {self.neighbour_positives}")
+        self.noise_skip = float(self.noise_skip)
+        if not math.isfinite(self.noise_skip) or self.noise_skip < 0:
+            raise ValueError(f"DBPConfig.noise_skip must be a finite number >= 0, got {self.noise_skip}")
 
 
 @register_policy
@@ -41,7 +48,7 @@ class DBPPolicy(Policy):
         batch, horizon, dim = action.shape
         n_gen = self.config.num_generated
         z = torch.randn(batch * n_gen, horizon, dim, device=action.device)
-        gen = self.net(z, cond.repeat_interleave(n_gen, dim=0))
+        gen = self.generate(z, cond.repeat_interleave(n_gen, dim=0))
         pos = action.reshape(batch, 1, horizon * dim)
         if neighbour_action is not None:
             pos = torch.cat([pos, neighbour_action.reshape(batch, -1, horizon * dim)], dim=1)
@@ -50,4 +57,9 @@ class DBPPolicy(Policy):
 
     def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None, *,
                           film_offset: torch.Tensor | None = None, noise_scale: float = 1.0) -> torch.Tensor:
-        return self.net(noise, cond, film_offset=film_offset)
+        return self.generate(noise, cond, film_offset=film_offset)
+
+    def generate(self, z: torch.Tensor, cond: torch.Tensor, *, film_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """f(z, obs): one forward pass from noise to a normalised chunk."""
+        chunk = self.net(z, cond, film_offset=film_offset)
+        return chunk + self.config.noise_skip * z if self.config.noise_skip else chunk
