@@ -195,8 +195,10 @@ def plot_losses(metrics_path: Path, out: Path, *, title: str, val_loss: float | 
     axes[0][0].set(xlabel="step", ylabel="loss", title=title)
     for key in force_keys:  # the drift's un-normalised strength: shrinks as samples approach the data
         axes[0][1].semilogy(steps, [r[key] for r in rows], label=key.replace("force_rms_", ""))
+    if force_keys and "spread" in rows[0]:  # metrics logged before 2026-12-01 have no spread
+        axes[0][1].semilogy(steps, [r["spread"] for r in rows], "k--", label="spread (collapsed: << 1)")
     if force_keys:
-        axes[0][1].set(xlabel="step", ylabel="drift force RMS", title="drift force per temperature")
+        axes[0][1].set(xlabel="step", ylabel="drift force RMS / spread", title="drift force per temperature")
         axes[0][1].legend()
     fig.tight_layout()
     fig.savefig(out, dpi=100)
