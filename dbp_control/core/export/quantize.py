@@ -71,9 +71,12 @@ def quantize_head(float_path: Path, out_path: Path, feeds: list[dict[str, np.nda
         quant_pre_process(str(float_path), str(prepared))
         # what the quantiser is given: the pre-processing fuses a MatMul and its bias into a Gemm
         matmuls = _count_ops(onnx.load(str(prepared)).graph, MATMUL_OPS)
-        # the narrow convolutions stay float: ONNX Runtime's INT8 Conv was slower there
+        # the narrow convolutions stay float: ONNX Runtime's INT8 Conv was slower there. 7-bit weights
+        # (reduce_range): without VNNI (an AVX2-only x86, such as an AMD EPYC CI machine) the u8 x s8 products
+        # are summed in pairs into saturating int16, and full-range weights overflowed there (the chunk 34%
+        # off the float head's); an export must run right on whatever CPU the robot has
         quantize_dynamic(str(prepared), str(out_path), op_types_to_quantize=list(MATMUL_OPS), per_channel=True,
-                         weight_type=QuantType.QInt8)
+                         reduce_range=True, weight_type=QuantType.QInt8)
     quantized_graph = onnx.load(str(out_path)).graph
     left_float = _count_ops(quantized_graph, MATMUL_OPS)
     if left_float:  # the quantiser skips what it cannot handle without a word
