@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dbp_control.core.channels import CHANNELS
+from dbp_control.core.data.dataset import BuildConfig, dataset_layout
 from dbp_control.core.export.onnx_export import export_policy, exporter_fingerprint
 from dbp_control.core.inference.engine import EngineError, load_sidecar
-from dbp_control.core.layout import CAMERAS, ROBOT_JOINTS, SIDES, joint_names
+from dbp_control.core.layout import CAMERAS
 from dbp_control.core.policies.base import make_policy
 from dbp_control.core.policies.dbp.modeling import DBPConfig
 from dbp_control.core.training.checkpoint import save_checkpoint
@@ -45,15 +45,12 @@ def image_policy_model(folder: Path, preset: str = "small") -> Path:
     torch.manual_seed(0)
     policy = make_policy(DBPConfig(state_dim=14, action_dim=14, cameras=CAMERAS, preset=preset))
     policy.fit_normalizers(torch.randn(256, 2, 14), torch.randn(256, 16, 14))
-    layout = {"joints": list(ROBOT_JOINTS), "state": {"topic": CHANNELS["joint_states"].topic, "names": list(ROBOT_JOINTS)},
-              "action": {side: {"topic": CHANNELS[f"{side}_arm_command"].topic, "names": joint_names(side)}
-                         for side in SIDES},
-              "cameras": {cam: {"topic": CHANNELS[f"{cam}_image"].topic, "size": [96, 96]} for cam in CAMERAS},
-              "objects": None}
+    dataset = BuildConfig(cameras=CAMERAS, image_size=(96, 96))  # what a dataset of the three cameras records
     checkpoint = folder / "untrained_image_policy.pt"
     save_checkpoint(checkpoint, {"policy_config": policy.config.to_dict(), "step": 0, "model": policy.state_dict(),
                                  "ema": {"model": policy.state_dict()},
-                                 "metadata": {"dataset": {"layout": layout, "rate_hz": 10.0, "fingerprint": "untrained"},
+                                 "metadata": {"dataset": {"layout": dataset_layout(dataset), "rate_hz": dataset.rate_hz,
+                                                          "fingerprint": "untrained"},
                                               "state_keys": ["joints"]}})
     rng = np.random.default_rng(0)
     export_policy(checkpoint, model, overwrite=True, int8_encoders=True, int8_head=True,
