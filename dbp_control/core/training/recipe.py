@@ -12,6 +12,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,6 +23,11 @@ from dbp_control.core.policies.dbp.modeling import DBPConfig
 from dbp_control.core.training.trainer import METRICS_NAME, TrainConfig, TrainResult, seed_everything, train
 
 OBSERVATIONS = ("state", "image")
+
+# what a DBP recipe's own fields are when left alone: another method refuses any other value
+DBP_DEFAULTS: dict[str, Any] = {"num_generated": DBPConfig.num_generated, "temperatures": DEFAULT_TEMPERATURES,
+                                "neighbour_positives": DBPConfig.neighbour_positives,
+                                "noise_skip": DBPConfig.noise_skip}
 
 
 @dataclass(frozen=True)
@@ -49,15 +55,17 @@ class TrainRecipe:
     neighbour_positives: int = DBPConfig.neighbour_positives
     noise_skip: float = DBPConfig.noise_skip  # c: the generator is c * z + U-Net(z, obs)
 
+    def dbp_settings(self) -> dict[str, Any]:
+        """The DBP-only fields, as DBPConfig takes them."""
+        return {"num_generated": self.num_generated, "temperatures": tuple(self.temperatures),
+                "neighbour_positives": self.neighbour_positives, "noise_skip": self.noise_skip}
+
     def __post_init__(self) -> None:
         if self.method not in available_methods():
             raise ValueError(f"unknown method {self.method!r}; known: {available_methods()}")
-        if self.method != "dbp" and (self.num_generated != DBPConfig.num_generated
-                                     or tuple(self.temperatures) != DEFAULT_TEMPERATURES
-                                     or self.neighbour_positives != DBPConfig.neighbour_positives
-                                     or self.noise_skip != DBPConfig.noise_skip):
-            raise ValueError(f"num_generated, temperatures, neighbour_positives and noise_skip are DBP's; method "
-                             f"{self.method!r} has none of them")
+        if self.method != "dbp" and self.dbp_settings() != DBP_DEFAULTS:
+            *names, last = DBP_DEFAULTS
+            raise ValueError(f"{', '.join(names)} and {last} are DBP's; method {self.method!r} has none of them")
         if self.num_generated < 2:
             raise ValueError(f"num_generated must be >= 2 (DBP's samples repel each other), got {self.num_generated}")
         if not self.temperatures or any(t <= 0 for t in self.temperatures):
@@ -117,9 +125,7 @@ def train_on_dataset(dataset_path: Path, recipe: TrainRecipe, out_dir: Path, *, 
     dataset = Dataset(dataset_path)
     windows = windows_for(dataset, recipe, "train", neighbours=True)
     image_size = next(iter(dataset.layout["cameras"].values()))["size"] if windows.images else (96, 96)
-    method_fields = {"dbp": {"num_generated": recipe.num_generated, "temperatures": tuple(recipe.temperatures),
-                             "neighbour_positives": recipe.neighbour_positives, "noise_skip": recipe.noise_skip},
-                     "bc": {}, "diffusion": {"sampler": "ddpm"}}[recipe.method]
+    method_fields = {"dbp": recipe.dbp_settings(), "bc": {}, "diffusion": {"sampler": "ddpm"}}[recipe.method]
     config = config_from_dict({
         "method": recipe.method, "state_dim": windows.state_dim, "action_dim": windows.action_dim,
         "horizon": recipe.horizon, "n_obs_steps": recipe.n_obs_steps, "n_action_steps": recipe.n_action_steps,
