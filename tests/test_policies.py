@@ -81,6 +81,22 @@ def test_the_noise_skip_adds_c_times_z_to_the_u_nets_chunk():
     assert config_from_dict(DBPConfig(**SHAPE, noise_skip=0.2).to_dict()).noise_skip == 0.2
 
 
+def test_a_faded_noise_skip_falls_linearly_to_0_and_leaves_the_trained_generator_the_u_net_alone():
+    plain, faded = _policy(DBPConfig(**SHAPE)).eval(), _policy(DBPConfig(**SHAPE, noise_skip=0.4, noise_skip_fade_steps=10))
+    assert [faded.skip_at(step) for step in (0, 5, 10, 20, None)] == pytest.approx([0.4, 0.2, 0.0, 0.0, 0.0])
+    assert _policy(DBPConfig(**SHAPE, noise_skip=0.4)).skip_at(None) == 0.4  # no fade: the skip stays
+    cond, z = plain.encode(torch.randn(3, 2, 4)), torch.randn(3, 8, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(faded.sample_normalized(cond, z, None), plain.sample_normalized(cond, z, None))
+        faded.set_training_step(5)
+        torch.testing.assert_close(faded.sample_normalized(cond, z, None), plain.sample_normalized(cond, z, None) + 0.2 * z)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="noise_skip_fade_steps must be an integer >= 0"):
+            DBPConfig(**SHAPE, noise_skip=0.2, noise_skip_fade_steps=bad)
+    with pytest.raises(ValueError, match="noise_skip_fade_steps fades the noise skip out, but noise_skip is 0"):
+        DBPConfig(**SHAPE, noise_skip_fade_steps=10)
+
+
 def test_bc_ignores_noise():
     policy = _policy(BCConfig(**SHAPE)).eval()
     state = torch.randn(1, 2, 4)

@@ -19,6 +19,7 @@ from dbp_control.core.inference.engine import EngineError, LiveConfig, PolicyEng
 from dbp_control.core.layout import ROBOT_JOINTS
 from dbp_control.core.training.checkpoint import load_policy, read_checkpoint
 from dbp_control.core.training.recipe import TrainRecipe, train_on_dataset, windows_for
+from dbp_control.core.training.trainer import METRICS_NAME
 
 CAMERAS = ("left_wrist", "right_wrist", "head")
 
@@ -133,6 +134,7 @@ def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
         assert folder("dbp", **options) != tmp_path / "dbp", options
     assert folder("dbp", object_noise=0.1, noise_skip=0.2) == tmp_path / "dbp_object_noise0.1_skip0.2"
     assert folder("diffusion", noise_skip=0.2) == tmp_path / "diffusion"
+    assert folder("dbp", noise_skip=0.2, noise_skip_fade_steps=1500) == tmp_path / "dbp_skip0.2_fade1500"
     # a learning rate is both methods' unless DBP is given its own
     assert folder("diffusion", state_noise=0.1, lr=3e-3) == tmp_path / "diffusion_state_noise0.1_lr0.003"
     assert folder("dbp", state_noise=0.1, lr=3e-3) == tmp_path / "dbp_state_noise0.1_lr0.003"
@@ -612,10 +614,26 @@ def test_the_drift_field_settings_reach_the_dbp_config_and_are_dbp_only(tmp_path
     export_policy(tmp_path / "t" / "checkpoint.pt", tmp_path / "m")
     diff, _ = parity(tmp_path / "m", tmp_path / "t" / "checkpoint.pt")
     assert diff < 1e-4
-    for option in ({"num_generated": 8}, {"noise_skip": 0.5}):
-        with pytest.raises(ValueError, match="num_generated, temperatures, neighbour_positives and noise_skip are "
-                                             "DBP's; method 'diffusion' has none"):
+    for option in ({"num_generated": 8}, {"noise_skip": 0.5}, {"noise_skip_fade_steps": 2}):
+        with pytest.raises(ValueError, match="num_generated, temperatures, neighbour_positives, noise_skip and "
+                                             "noise_skip_fade_steps are DBP's; method 'diffusion' has none"):
             TrainRecipe(method="diffusion", **option)
+
+
+def test_a_faded_noise_skip_is_logged_each_step_and_gone_from_the_trained_and_exported_generator(tmp_path):
+    dataset = make_dataset(tmp_path / "d.zarr")
+    recipe = TrainRecipe(method="dbp", noise_skip=0.5, noise_skip_fade_steps=2, **TINY)  # 3 steps, a log line each
+    policy = train_on_dataset(dataset, recipe, tmp_path / "t", progress=False).train.policy
+    logged = [json.loads(line) for line in (tmp_path / "t" / METRICS_NAME).read_text().splitlines()]
+    assert [row["noise_skip"] for row in logged if "loss" in row] == pytest.approx([0.5, 0.25, 0.0])
+    assert policy.skip == 0.0 and read_checkpoint(tmp_path / "t" / "checkpoint.pt")["policy_config"]["noise_skip"] == 0.5
+    export_policy(tmp_path / "t" / "checkpoint.pt", tmp_path / "m")  # the graph holds no skip: it matches torch's
+    diff, _ = parity(tmp_path / "m", tmp_path / "t" / "checkpoint.pt")
+    assert diff < 1e-4
+    with pytest.raises(ValueError, match=r"noise_skip_fade_steps \(4\) must end within the training's 3 steps"):
+        TrainRecipe(method="dbp", noise_skip=0.5, noise_skip_fade_steps=4, **TINY)
+    with pytest.raises(ValueError, match="noise_skip_fade_steps fades the noise skip out, but noise_skip is 0"):
+        TrainRecipe(method="dbp", noise_skip_fade_steps=2, **TINY)
 
 
 def test_object_noise_offsets_the_object_poses_by_their_own_std(tmp_path):

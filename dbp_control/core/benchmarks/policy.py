@@ -70,11 +70,12 @@ class PolicyBenchConfig:
     lr: float = TrainRecipe.lr  # both methods' peak learning rate, unless dbp_lr sets DBP's
     dbp_lr: float | None = None
     # DBP's drift field: observations per step (None: batch_size), samples per observation, neighbour
-    # positives and kernel temperatures, and its generator's noise skip (`TrainRecipe`)
+    # positives and kernel temperatures, and its generator's noise skip and the steps it fades over (`TrainRecipe`)
     dbp_batch_size: int | None = None
     num_generated: int = DBPConfig.num_generated
     neighbour_positives: int = DBPConfig.neighbour_positives
     noise_skip: float = DBPConfig.noise_skip
+    noise_skip_fade_steps: int = DBPConfig.noise_skip_fade_steps
     temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
     eval_episodes: int = 50
     # each method is evaluated at each sampling-noise scale (`PolicyEngine.noise_scale`; 1: the learned
@@ -255,7 +256,7 @@ def bench_recipe(cfg: PolicyBenchConfig, method: str, seed: int, task: str) -> T
     dbp_lr = cfg.lr if cfg.dbp_lr is None else cfg.dbp_lr
     return TrainRecipe(**common, batch_size=cfg.dbp_batch_size or cfg.batch_size, lr=dbp_lr,
                        num_generated=cfg.num_generated, neighbour_positives=cfg.neighbour_positives,
-                       noise_skip=cfg.noise_skip,
+                       noise_skip=cfg.noise_skip, noise_skip_fade_steps=cfg.noise_skip_fade_steps,
                        temperatures=tuple(cfg.temperatures))
 
 
@@ -282,6 +283,8 @@ def training_folder(task_root: Path, recipe: TrainRecipe, batch_size: int) -> Pa
             parts.append(f"neighbours{recipe.neighbour_positives}")
         if recipe.noise_skip != DBPConfig.noise_skip:
             parts.append(f"skip{recipe.noise_skip:g}")
+        if recipe.noise_skip_fade_steps != DBPConfig.noise_skip_fade_steps:
+            parts.append(f"fade{recipe.noise_skip_fade_steps}")
         if tuple(recipe.temperatures) != DEFAULT_TEMPERATURES:
             parts.append("tau" + "-".join(f"{t:g}" for t in recipe.temperatures))
     return task_root / ("_".join(parts) + _seed_suffix(recipe.seed))

@@ -98,6 +98,10 @@ class Policy(nn.Module):
     # -- hooks -----------------------------------------------------------------------------------
     nfe: ClassVar[int] = 1  # network evaluations per action chunk
 
+    def set_training_step(self, step: int | None) -> None:
+        """The trainer calls this before each step (None after the last); a method whose generator changes
+        over training (DBP's faded noise skip) overrides it."""
+
     def loss_from_normalized(self, cond: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """cond: [B, C] encoded observation, action: normalised [B, T, D] -> (scalar loss, diagnostics)."""
         raise NotImplementedError

@@ -27,7 +27,8 @@ OBSERVATIONS = ("state", "image")
 # what a DBP recipe's own fields are when left alone: another method refuses any other value
 DBP_DEFAULTS: dict[str, Any] = {"num_generated": DBPConfig.num_generated, "temperatures": DEFAULT_TEMPERATURES,
                                 "neighbour_positives": DBPConfig.neighbour_positives,
-                                "noise_skip": DBPConfig.noise_skip}
+                                "noise_skip": DBPConfig.noise_skip,
+                                "noise_skip_fade_steps": DBPConfig.noise_skip_fade_steps}
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,13 @@ class TrainRecipe:
     temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
     neighbour_positives: int = DBPConfig.neighbour_positives
     noise_skip: float = DBPConfig.noise_skip  # c: the generator is c * z + U-Net(z, obs)
+    noise_skip_fade_steps: int = DBPConfig.noise_skip_fade_steps  # N > 0: c falls to 0 over the first N steps
 
     def dbp_settings(self) -> dict[str, Any]:
         """The DBP-only fields, as DBPConfig takes them."""
         return {"num_generated": self.num_generated, "temperatures": tuple(self.temperatures),
-                "neighbour_positives": self.neighbour_positives, "noise_skip": self.noise_skip}
+                "neighbour_positives": self.neighbour_positives, "noise_skip": self.noise_skip,
+                "noise_skip_fade_steps": self.noise_skip_fade_steps}
 
     def __post_init__(self) -> None:
         if self.method not in available_methods():
@@ -72,6 +75,14 @@ class TrainRecipe:
             raise ValueError(f"temperatures must be positive numbers, got {self.temperatures}")
         if self.neighbour_positives < 0:
             raise ValueError(f"neighbour_positives must be >= 0, got {self.neighbour_positives}")
+        fade = self.noise_skip_fade_steps
+        if isinstance(fade, bool) or not isinstance(fade, int) or fade < 0:
+            raise ValueError(f"noise_skip_fade_steps must be an integer >= 0, got {fade!r}")
+        if fade and not self.noise_skip:
+            raise ValueError("noise_skip_fade_steps fades the noise skip out, but noise_skip is 0")
+        if self.noise_skip_fade_steps > self.steps:  # the trained generator is the U-Net alone only after it
+            raise ValueError(f"noise_skip_fade_steps ({self.noise_skip_fade_steps}) must end within the training's "
+                             f"{self.steps} steps")
         if not math.isfinite(self.lr) or self.lr <= 0:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         for name in ("state_noise", "object_noise"):  # object_noise None: state_noise's

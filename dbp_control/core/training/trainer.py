@@ -209,6 +209,7 @@ def train(
             data_s += time.perf_counter() - started
             if cfg.perturbs_state:  # after the timing: read_fraction measures reading batches only
                 batch = {**batch, "state": perturb_state(batch["state"], policy.state_normalizer, cfg.state_noise)}
+            policy.set_training_step(step)
             loss, diagnostics = policy.compute_loss(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
@@ -234,4 +235,6 @@ def train(
                 bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 checkpoint(done)
+    for trained in (policy, ema.model):
+        trained.set_training_step(None)
     return TrainResult(policy=ema.model.eval(), steps_done=cfg.steps, resumed_from=start, last_metrics=last)

@@ -23,6 +23,9 @@ class DBPConfig(PolicyConfig):
     # c > 0: the generator is c * z + U-Net(z, obs), so its samples start spread (about c per coordinate) rather
     # than collapsed onto one point, where the drift field's pull on them fades (see drift_loss's `spread`)
     noise_skip: float = 0.0
+    # N > 0: the skip falls linearly from c to 0 over the first N training steps, so it only lifts the samples
+    # out of the collapsed start and the trained generator (evaluated, exported) is the U-Net alone
+    noise_skip_fade_steps: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -34,6 +37,11 @@ class DBPConfig(PolicyConfig):
         self.noise_skip = float(self.noise_skip)
         if not math.isfinite(self.noise_skip) or self.noise_skip < 0:
             raise ValueError(f"DBPConfig.noise_skip must be a finite number >= 0, got {self.noise_skip}")
+        fade = self.noise_skip_fade_steps
+        if isinstance(fade, bool) or not isinstance(fade, int) or fade < 0:
+            raise ValueError(f"DBPConfig.noise_skip_fade_steps must be an integer >= 0, got {fade!r}")
+        if fade and not self.noise_skip:
+            raise ValueError("DBPConfig.noise_skip_fade_steps fades the noise skip out, but noise_skip is 0")
 
 
 @register_policy
@@ -41,6 +49,20 @@ class DBPPolicy(Policy):
     config_class = DBPConfig
     config: DBPConfig
     nfe = 1
+
+    def __init__(self, config: DBPConfig) -> None:
+        super().__init__(config)
+        self.skip = self.skip_at(None)  # the trained generator's; the trainer sets each step's
+
+    def skip_at(self, step: int | None) -> float:
+        """The noise skip's coefficient at training step `step`; None: once trained (a fade has ended: 0)."""
+        c, fade = self.config.noise_skip, self.config.noise_skip_fade_steps
+        if not fade:
+            return c
+        return 0.0 if step is None else c * max(0.0, 1.0 - step / fade)
+
+    def set_training_step(self, step: int | None) -> None:
+        self.skip = self.skip_at(step)
 
     def loss_from_normalized(self, cond: torch.Tensor, action: torch.Tensor,
                              neighbour_action: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -53,6 +75,8 @@ class DBPPolicy(Policy):
         if neighbour_action is not None:
             pos = torch.cat([pos, neighbour_action.reshape(batch, -1, horizon * dim)], dim=1)
         loss, diagnostics = drift_loss(gen.reshape(batch, n_gen, horizon * dim), pos, self.config.temperatures)
+        if self.config.noise_skip:  # a fading skip's coefficient at this step
+            diagnostics["noise_skip"] = torch.tensor(self.skip)
         return loss.mean(), diagnostics
 
     def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None, *,
@@ -62,4 +86,4 @@ class DBPPolicy(Policy):
     def generate(self, z: torch.Tensor, cond: torch.Tensor, *, film_offset: torch.Tensor | None = None) -> torch.Tensor:
         """f(z, obs): one forward pass from noise to a normalised chunk."""
         chunk = self.net(z, cond, film_offset=film_offset)
-        return chunk + self.config.noise_skip * z if self.config.noise_skip else chunk
+        return chunk + self.skip * z if self.skip else chunk
