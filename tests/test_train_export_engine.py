@@ -17,6 +17,7 @@ from dbp_control.core.evaluation.closed_loop import TorchChunkPolicy, evaluate, 
 from dbp_control.core.export.onnx_export import ExportError, export_policy, exporter_fingerprint
 from dbp_control.core.inference.engine import EngineError, LiveConfig, PolicyEngine
 from dbp_control.core.layout import ROBOT_JOINTS
+from dbp_control.core.policies.dbp.modeling import DBPConfig
 from dbp_control.core.training.checkpoint import load_policy, read_checkpoint
 from dbp_control.core.training.recipe import TrainRecipe, train_on_dataset, windows_for
 from dbp_control.core.training.trainer import METRICS_NAME
@@ -634,6 +635,21 @@ def test_a_faded_noise_skip_is_logged_each_step_and_gone_from_the_trained_and_ex
         TrainRecipe(method="dbp", noise_skip=0.5, noise_skip_fade_steps=4, **TINY)
     with pytest.raises(ValueError, match="noise_skip_fade_steps fades the noise skip out, but noise_skip is 0"):
         TrainRecipe(method="dbp", noise_skip_fade_steps=2, **TINY)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"num_generated": 1}, "num_generated must be >= 2"),
+    ({"temperatures": (0.1, 0.0)}, "temperatures must be positive numbers"),
+    ({"neighbour_positives": -1}, "neighbour_positives must be >= 0"),
+    ({"noise_skip": float("nan")}, "noise_skip must be a finite number >= 0"),
+    ({"noise_skip": 0.2, "noise_skip_fade_steps": 1.5}, "noise_skip_fade_steps must be an integer >= 0"),
+    ({"noise_skip_fade_steps": 2}, "noise_skip_fade_steps fades the noise skip out, but noise_skip is 0"),
+])
+def test_a_recipe_refuses_the_bad_drift_settings_its_dbp_config_would(bad, message):
+    with pytest.raises(ValueError, match=message):
+        DBPConfig(state_dim=4, action_dim=2, **bad)
+    with pytest.raises(ValueError, match=message):  # before any dataset is read or demonstration recorded
+        TrainRecipe(method="dbp", **bad)
 
 
 def test_object_noise_offsets_the_object_poses_by_their_own_std(tmp_path):

@@ -19,7 +19,7 @@ import torch
 from dbp_control.core.data.dataset import Dataset, DatasetError, WindowDataset
 from dbp_control.core.policies import available_methods, config_from_dict, make_policy
 from dbp_control.core.policies.dbp.drift import DEFAULT_TEMPERATURES
-from dbp_control.core.policies.dbp.modeling import DBPConfig
+from dbp_control.core.policies.dbp.modeling import DBPConfig, check_dbp_settings
 from dbp_control.core.training.trainer import METRICS_NAME, TrainConfig, TrainResult, seed_everything, train
 
 OBSERVATIONS = ("state", "image")
@@ -69,17 +69,7 @@ class TrainRecipe:
         if self.method != "dbp" and self.dbp_settings() != DBP_DEFAULTS:
             *names, last = DBP_DEFAULTS
             raise ValueError(f"{', '.join(names)} and {last} are DBP's; method {self.method!r} has none of them")
-        if self.num_generated < 2:
-            raise ValueError(f"num_generated must be >= 2 (DBP's samples repel each other), got {self.num_generated}")
-        if not self.temperatures or any(t <= 0 for t in self.temperatures):
-            raise ValueError(f"temperatures must be positive numbers, got {self.temperatures}")
-        if self.neighbour_positives < 0:
-            raise ValueError(f"neighbour_positives must be >= 0, got {self.neighbour_positives}")
-        fade = self.noise_skip_fade_steps
-        if isinstance(fade, bool) or not isinstance(fade, int) or fade < 0:
-            raise ValueError(f"noise_skip_fade_steps must be an integer >= 0, got {fade!r}")
-        if fade and not self.noise_skip:
-            raise ValueError("noise_skip_fade_steps fades the noise skip out, but noise_skip is 0")
+        check_dbp_settings(**self.dbp_settings())
         if self.noise_skip_fade_steps > self.steps:  # the trained generator is the U-Net alone only after it
             raise ValueError(f"noise_skip_fade_steps ({self.noise_skip_fade_steps}) must end within the training's "
                              f"{self.steps} steps")

@@ -30,18 +30,28 @@ class DBPConfig(PolicyConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.temperatures = tuple(float(t) for t in self.temperatures)
-        if self.num_generated < 2:
-            raise ValueError(f"DBPConfig.num_generated must be >= 2 (samples repel each other), got {self.num_generated}")
-        if self.neighbour_positives < 0:
-            raise ValueError(f"DBPConfig.neighbour_positives must be >= 0, got {self.neighbour_positives}")
         self.noise_skip = float(self.noise_skip)
-        if not math.isfinite(self.noise_skip) or self.noise_skip < 0:
-            raise ValueError(f"DBPConfig.noise_skip must be a finite number >= 0, got {self.noise_skip}")
-        fade = self.noise_skip_fade_steps
-        if isinstance(fade, bool) or not isinstance(fade, int) or fade < 0:
-            raise ValueError(f"DBPConfig.noise_skip_fade_steps must be an integer >= 0, got {fade!r}")
-        if fade and not self.noise_skip:
-            raise ValueError("DBPConfig.noise_skip_fade_steps fades the noise skip out, but noise_skip is 0")
+        check_dbp_settings(self.num_generated, self.temperatures, self.neighbour_positives, self.noise_skip,
+                           self.noise_skip_fade_steps)
+
+
+def check_dbp_settings(num_generated: int, temperatures: tuple[float, ...], neighbour_positives: int,
+                       noise_skip: float, noise_skip_fade_steps: int) -> None:
+    """Refuse DBP's drift-field and generator settings, naming the field: one check for the policy's config and
+    for a training recipe, which runs it before any work (the bench: before it records demonstrations)."""
+    if num_generated < 2:
+        raise ValueError(f"num_generated must be >= 2 (DBP's samples repel each other), got {num_generated}")
+    if not temperatures or any(t <= 0 for t in temperatures):
+        raise ValueError(f"temperatures must be positive numbers, got {temperatures}")
+    if neighbour_positives < 0:
+        raise ValueError(f"neighbour_positives must be >= 0, got {neighbour_positives}")
+    if not math.isfinite(noise_skip) or noise_skip < 0:
+        raise ValueError(f"noise_skip must be a finite number >= 0, got {noise_skip}")
+    if (isinstance(noise_skip_fade_steps, bool) or not isinstance(noise_skip_fade_steps, int)
+            or noise_skip_fade_steps < 0):
+        raise ValueError(f"noise_skip_fade_steps must be an integer >= 0, got {noise_skip_fade_steps!r}")
+    if noise_skip_fade_steps and not noise_skip:
+        raise ValueError("noise_skip_fade_steps fades the noise skip out, but noise_skip is 0")
 
 
 @register_policy
