@@ -18,7 +18,7 @@ from dbp_control.core.export.onnx_export import ExportError, export_policy, expo
 from dbp_control.core.inference.engine import EngineError, LiveConfig, PolicyEngine
 from dbp_control.core.layout import ROBOT_JOINTS
 from dbp_control.core.policies.dbp.modeling import DBPConfig
-from dbp_control.core.training.checkpoint import load_policy, read_checkpoint
+from dbp_control.core.training.checkpoint import load_policy, read_checkpoint, save_checkpoint
 from dbp_control.core.training.recipe import TrainRecipe, train_on_dataset, windows_for
 from dbp_control.core.training.trainer import METRICS_NAME
 
@@ -630,6 +630,13 @@ def test_a_faded_noise_skip_is_logged_each_step_and_gone_from_the_trained_and_ex
     assert policy.skip == 0.0 and read_checkpoint(tmp_path / "t" / "checkpoint.pt")["policy_config"]["noise_skip"] == 0.5
     export_policy(tmp_path / "t" / "checkpoint.pt", tmp_path / "m")  # the graph holds no skip: it matches torch's
     diff, _ = parity(tmp_path / "m", tmp_path / "t" / "checkpoint.pt")
+    assert diff < 1e-4
+    # a checkpoint of a run stopped at step 1 holds the skip of step 1 (0.5 * (1 - 1/2)), in torch and in its export
+    stopped = read_checkpoint(tmp_path / "t" / "checkpoint.pt") | {"step": 1}
+    save_checkpoint(tmp_path / "stopped" / "checkpoint.pt", stopped)
+    assert load_policy(tmp_path / "stopped" / "checkpoint.pt").skip == pytest.approx(0.25)
+    export_policy(tmp_path / "stopped" / "checkpoint.pt", tmp_path / "m_stopped")
+    diff, _ = parity(tmp_path / "m_stopped", tmp_path / "stopped" / "checkpoint.pt")
     assert diff < 1e-4
     with pytest.raises(ValueError, match=r"noise_skip_fade_steps \(4\) must end within the training's 3 steps"):
         TrainRecipe(method="dbp", noise_skip=0.5, noise_skip_fade_steps=4, **TINY)

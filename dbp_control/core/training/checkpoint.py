@@ -55,4 +55,8 @@ def load_policy(path: Path, *, use_ema: bool = True) -> Policy:
     data = read_checkpoint(path)
     policy = make_policy(config_from_dict(data["policy_config"]))
     policy.load_state_dict(data["ema"]["model"] if use_ema else data["model"])
+    # one saved part-way through training (a run stopped early) holds that step's generator, e.g. with the
+    # noise skip still fading; a finished one, the trained generator
+    step, steps = data.get("step"), data.get("train_config", {}).get("steps")
+    policy.set_training_step(step if step is not None and steps is not None and step < steps else None)
     return policy.eval()
