@@ -236,13 +236,13 @@ def test_bench_table_sums_success_over_training_seeds(tmp_path):
 def test_bench_runs_end_to_end_and_its_evaluation_does_not_depend_on_the_timing(tmp_path):
     from dbp_control.core.benchmarks.policy import PolicyBenchConfig, run_policy_benchmark
 
-    def run(calls, noise_scales, seeds=(0,)):
+    def run(calls, noise_scales, seeds=(0,), reuse=True):
         cfg = PolicyBenchConfig(out_dir=tmp_path, demos=2, steps=2, batch_size=4, eval_episodes=2, latency_calls=calls,
-                                noise_scales=noise_scales, seeds=seeds, progress=False)
+                                noise_scales=noise_scales, seeds=seeds, reuse_evaluations=reuse, progress=False)
         return run_policy_benchmark(cfg)
 
-    # the second run reuses demonstrations, dataset, checkpoints and exports
-    first, second = run(20, (1.0, 0.0)), run(40, (1.0,))
+    # the second run reuses demonstrations, dataset, checkpoints and exports, and evaluates afresh
+    first, second = run(20, (1.0, 0.0)), run(40, (1.0,), reuse=False)
     assert [(v.label, v.nfe, v.noise_scale, len(v.latency_ms)) for v in first.variants] == [
         ("DBP", 1, 1.0, 20), ("DBP", 1, 0.0, 20), ("DDIM-10", 10, 1.0, 20), ("DDIM-10", 10, 0.0, 20),
         ("DDPM-100", 100, 1.0, 10), ("DDPM-100", 100, 0.0, 10)]
@@ -260,6 +260,15 @@ def test_bench_runs_end_to_end_and_its_evaluation_does_not_depend_on_the_timing(
     assert logged[0]["checkpoint_sha256"] == logged[6]["checkpoint_sha256"] != logged[2]["checkpoint_sha256"]
     assert {r["executed_from_step"] for r in logged} == {1}  # n_obs_steps - 1: the newest observation's step
 
+    # by default a run reuses the latest logged evaluation of the same graphs by the same code, and logs nothing
+    reused = run(20, (1.0, 0.0))
+    assert [(v.label, v.noise_scale, v.successes, v.episodes) for v in reused.variants] == \
+        [(v.label, v.noise_scale, v.successes, v.episodes) for v in first.variants]
+    latest = {(v.label, v.noise_scale): v.evaluated_at for v in first.variants + second.variants}
+    assert [v.evaluated_at for v in reused.variants] == [latest[v.label, v.noise_scale] for v in reused.variants]
+    assert len((tmp_path / "evaluations.jsonl").read_text().splitlines()) == 9
+    assert len(reused.variants[0].latency_ms) == 20  # the latency is measured anew
+
     # a second training seed trains and exports beside the first, whose runs are reused as they were
     both = run(20, (1.0,), seeds=(0, 1))
     assert [(v.label, v.training_seed) for v in both.variants] == [
@@ -269,10 +278,22 @@ def test_bench_runs_end_to_end_and_its_evaluation_does_not_depend_on_the_timing(
     assert {"dbp_steps2_seed1", "diffusion_steps2_seed1"} <= {p.name for p in tmp_path.joinpath("lift").iterdir()}
     assert {p.name for p in tmp_path.joinpath("lift", "onnx").iterdir()} == {
         "dbp", "ddim-10", "ddpm-100", "dbp_seed1", "ddim-10_seed1", "ddpm-100_seed1"}
-    logged = [json.loads(line) for line in (tmp_path / "evaluations.jsonl").read_text().splitlines()][-6:]
-    assert [(r["training_seed"], r["recipe"]["seed"]) for r in logged] == [(0, 0)] * 3 + [(1, 1)] * 3
-    assert logged[0]["checkpoint_sha256"] != logged[3]["checkpoint_sha256"]
+    logged = [json.loads(line) for line in (tmp_path / "evaluations.jsonl").read_text().splitlines()]
+    assert len(logged) == 12  # seed 0's reused, seed 1's evaluated
+    assert [(r["training_seed"], r["recipe"]["seed"]) for r in logged[-3:]] == [(1, 1)] * 3
+    assert logged[-3]["checkpoint_sha256"] != logged[6]["checkpoint_sha256"]
     assert json.loads((tmp_path / "results.json").read_text())["config"]["seeds"] == [0, 1]
+
+    # an evaluation logged by other code is not reused; a damaged log stops the run, naming its line
+    log = tmp_path / "evaluations.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    for record in records:
+        record["reuse_key"]["evaluator"] = "older-evaluator"
+    log.write_text("".join(json.dumps(record) + "\n" for record in records))
+    assert len(run(20, (1.0,)).variants) == 3 and len(log.read_text().splitlines()) == 15
+    log.write_text(log.read_text() + '{"task": "lift", "lab')
+    with pytest.raises(ValueError, match=r"evaluations.jsonl:16 is not an evaluation record"):
+        run(20, (1.0,))
 
 
 def test_bench_reuses_an_export_only_when_this_exporter_wrote_it(state_checkpoint, tmp_path):

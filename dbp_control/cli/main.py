@@ -126,7 +126,7 @@ def _bench_policy(args: argparse.Namespace) -> int:
                             temperatures=args.temperatures,
                             eval_episodes=args.episodes, noise_scales=tuple(args.noise_scale or (1.0,)),
                             seeds=tuple(args.seed or PolicyBenchConfig.seeds), latency_calls=args.latency_calls,
-                            threads=args.threads, progress=not args.quiet)
+                            threads=args.threads, reuse_evaluations=not args.re_evaluate, progress=not args.quiet)
     result = run_policy_benchmark(cfg)
     print(format_policy_table(result))
     print(f"\nplot: {cfg.out_dir / 'bench_policy.png'}\nresults: {cfg.out_dir / 'results.json'}")
@@ -557,6 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "successes summed over seeds")
     pb.add_argument("--latency-calls", type=_positive_int, default=pb_defaults.latency_calls)
     pb.add_argument("--threads", type=_positive_int, default=pb_defaults.threads, help="ONNX Runtime threads")
+    pb.add_argument("--re-evaluate", action="store_true",
+                    help="evaluate every policy again, even one that evaluations.jsonl already scored on the same "
+                    "episodes with the same code (reused by default)")
     pb.add_argument("--quiet", action="store_true", help="no progress bars")
     pb.set_defaults(func=_bench_policy)
     bg = benches.add_parser(

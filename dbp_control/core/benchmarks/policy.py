@@ -10,7 +10,9 @@ evaluated on the same episodes, and the goals are judged on the successes summed
 training per method can differ from another seed's by more than the methods differ. Everything is
 kept under `out_dir`: a second run resumes (training) or reuses (bags, dataset, exports). Each
 evaluation is printed and appended to `out_dir/evaluations.jsonl` as soon as it finishes, so a run
-stopped part-way keeps what it measured, and the log holds every run's scores side by side.
+stopped part-way keeps what it measured, and the log holds every run's scores side by side. A later run
+reuses a logged evaluation of the same graphs on the same episodes by the same code (`evaluation_key`)
+instead of repeating it, so a bench too long for one sitting finishes over several.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dbp_control.core.evaluation.closed_loop import evaluate, wilson_interval
 from dbp_control.core.export.onnx_export import export_policy, exporter_fingerprint
 from dbp_control.core.export.quantize import quantize_encoder, quantize_head
 from dbp_control.core.export.sidecar import SIDECAR, SIDECAR_VERSION, sha256_file
+from dbp_control.core.fingerprint import CORE, source_fingerprint
 from dbp_control.core.inference.engine import PolicyEngine, session_options
 from dbp_control.core.noise import check_noise_scale
 from dbp_control.core.policies.dbp.drift import DEFAULT_TEMPERATURES
@@ -84,6 +87,7 @@ class PolicyBenchConfig:
     latency_calls: int = 1000  # p99 over fewer calls is one or two outliers; DDPM-100 uses a tenth of this
     threads: int = 2
     seeds: tuple[int, ...] = (0,)  # training seeds: each method is trained (and evaluated) once per seed
+    reuse_evaluations: bool = True  # False: evaluate every policy again, even one the log already scored
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -115,6 +119,7 @@ class VariantResult:
     latency_ms: list[float] = field(repr=False)
     noise_scale: float = 1.0
     training_seed: int = 0
+    evaluated_at: str = ""  # when its episodes ran: this run, or an earlier one whose logged score it reused
 
     @property
     def p50(self) -> float:
@@ -219,27 +224,70 @@ def _image_policy_latency(cfg: PolicyBenchConfig) -> dict[str, list[float]]:
             for name, (file, threads, inputs) in timed.items()}
 
 
-def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range, source: dict[str, Any],
-                    recipe: TrainRecipe) -> None:
-    """Print one variant's result and append it to the evaluations log, with what identifies the policy
-    (`source`: its sidecar's) and the recipe it was trained with."""
+def evaluation_fingerprint() -> str:
+    """The fingerprint of the code a closed-loop score depends on besides the graphs: all of
+    `dbp_control.core` but the benchmarks, whose evaluation settings are in `evaluation_key` itself."""
+    return source_fingerprint(path.name for path in CORE.iterdir() if path.name != "benchmarks"
+                              and (path.suffix == ".py" or (path / "__init__.py").exists()))
+
+
+def evaluation_key(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range, source: dict[str, Any]) -> dict[str, Any]:
+    """What a logged evaluation must match to be reused: the same graphs (the checkpoint, from `source`,
+    its sidecar's, and the exporter that wrote them), episodes, noise scale and threads, and the same
+    simulation, evaluation and engine code."""
+    return {"task": variant.task, "label": variant.label, "training_seed": variant.training_seed,
+            "noise_scale": variant.noise_scale, "seeds": [seeds.start, seeds.stop - 1], "threads": cfg.threads,
+            "checkpoint_sha256": source["checkpoint_sha256"], "exporter": source["exporter"],
+            "evaluator": evaluation_fingerprint()}
+
+
+def _read_evaluations(log: Path) -> list[dict[str, Any]]:
+    """Every evaluation the log holds; a line that is not a record stops the run with its place, before the
+    bench appends after it."""
+    if not log.exists():
+        return []
+    records = []
+    for number, line in enumerate(log.read_text().splitlines(), 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{log}:{number} is not an evaluation record ({error}); move the file aside or "
+                             "remove that line to run the bench") from None
+    return records
+
+
+def _logged_evaluation(cfg: PolicyBenchConfig, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The latest logged evaluation with this key, if reuse is on."""
+    if not cfg.reuse_evaluations:
+        return None
+    matches = [record for record in _read_evaluations(cfg.out_dir / EVALUATIONS_LOG) if record.get("reuse_key") == key]
+    return matches[-1] if matches else None
+
+
+def _report_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, reused: bool) -> None:
     from tqdm.auto import tqdm
 
     low, high = wilson_interval(variant.successes, variant.episodes)
-    line = (f"{variant.task} {variant.label} (training seed {variant.training_seed}, noise scale "
-            f"{variant.noise_scale:g}): {variant.successes}/"
-            f"{variant.episodes} ({low:.0%}-{high:.0%}), chunk p50 {variant.p50:.2f} ms, p99 {variant.p99:.2f} ms")
     if cfg.progress:
-        tqdm.write(line)
-    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "task": variant.task, "label": variant.label,
+        tqdm.write(f"{variant.task} {variant.label} (training seed {variant.training_seed}, noise scale "
+                   f"{variant.noise_scale:g}): {variant.successes}/{variant.episodes} ({low:.0%}-{high:.0%}), "
+                   f"chunk p50 {variant.p50:.2f} ms, p99 {variant.p99:.2f} ms"
+                   + (f" (reused: evaluated {variant.evaluated_at})" if reused else ""))
+
+
+def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range, key: dict[str, Any],
+                    recipe: TrainRecipe) -> None:
+    """Append one evaluation to the log, with what identifies the policy (`key`) and the recipe it was
+    trained with."""
+    record = {"time": variant.evaluated_at, "task": variant.task, "label": variant.label,
               "noise_scale": variant.noise_scale, "training_seed": variant.training_seed,
               "successes": variant.successes, "episodes": variant.episodes,
               "seeds": [seeds.start, seeds.stop - 1], "p50_ms": variant.p50, "p99_ms": variant.p99,
-              "checkpoint_sha256": source["checkpoint_sha256"], "state_noise": recipe.state_noise,
+              "checkpoint_sha256": key["checkpoint_sha256"], "state_noise": recipe.state_noise,
               "object_noise": recipe.object_noise, "demo_execution_noise": cfg.demo_execution_noise,
               # the chunk step each execution started at; records without it (before 2026-11-30) started at 0
               "executed_from_step": recipe.n_obs_steps - 1,
-              "recipe": asdict(recipe)}
+              "recipe": asdict(recipe), "reuse_key": key}  # records without a key (before 2026-12-01) are never reused
     with (cfg.out_dir / EVALUATIONS_LOG).open("a") as log:
         log.write(json.dumps(record) + "\n")
 
@@ -303,6 +351,7 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
 
     for task in cfg.tasks:
         make_task(task)  # unknown tasks fail before any work
+    _read_evaluations(cfg.out_dir / EVALUATIONS_LOG)  # and a damaged log
     variants: list[VariantResult] = []
     providers: list[str] = []
     train_seconds: dict[str, float] = {}
@@ -340,13 +389,21 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
                         timed[label] = timed_calls(lambda e=engine, state=state, noise=noise: e.act(state, noise=noise),
                                                    calls)
                     seeds = range(EVAL_SEED, EVAL_SEED + cfg.eval_episodes)  # the same episodes for every training
-                    evaluation = evaluate(engine, task, seeds, step_hz=float(engine.step_hz),
-                                          progress=bar(f"{task}: eval {label}{_seed_suffix(seed)}, noise scale "
-                                                       f"{scale:g}"))
-                    variant = VariantResult(task, label, int(engine.sidecar["nfe"]), evaluation.successes,
-                                            len(evaluation.episodes), timed[label], scale, seed)
+                    variant = VariantResult(task, label, int(engine.sidecar["nfe"]), 0, 0, timed[label], scale, seed)
+                    key = evaluation_key(cfg, variant, seeds, engine.sidecar["source"])  # the sidecar read
+                    logged = _logged_evaluation(cfg, key)
+                    if logged is None:
+                        evaluation = evaluate(engine, task, seeds, step_hz=float(engine.step_hz),
+                                              progress=bar(f"{task}: eval {label}{_seed_suffix(seed)}, noise scale "
+                                                           f"{scale:g}"))
+                        variant.successes, variant.episodes = evaluation.successes, len(evaluation.episodes)
+                        variant.evaluated_at = time.strftime("%Y-%m-%dT%H:%M:%S")
+                        _log_evaluation(cfg, variant, seeds, key, recipes[method])
+                    else:
+                        variant.successes, variant.episodes = logged["successes"], logged["episodes"]
+                        variant.evaluated_at = logged["time"]
+                    _report_evaluation(cfg, variant, reused=logged is not None)
                     variants.append(variant)
-                    _log_evaluation(cfg, variant, seeds, engine.sidecar["source"], recipes[method])  # the sidecar read
     # in a fresh process, as the policy node runs: after the evaluations above, this process timed the same
     # graphs a third slower (p50 2.96 against 2.2 ms for the float head)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:

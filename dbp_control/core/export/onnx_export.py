@@ -19,7 +19,6 @@ one chunk.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import warnings
 from collections.abc import Mapping
@@ -38,6 +37,7 @@ from dbp_control.core.export.matmul_conv import MIN_IN_CHANNELS, rewritable, rew
 from dbp_control.core.export.mish import rewrite_mish
 from dbp_control.core.export.quantize import CALIBRATION_FRAMES, quantize_encoder, quantize_head
 from dbp_control.core.export.sidecar import SIDECAR, SIDECAR_FORMAT, SIDECAR_VERSION, sha256_file
+from dbp_control.core.fingerprint import source_fingerprint
 from dbp_control.core.layout import ROBOT_JOINTS, SIDES
 from dbp_control.core.policies import Policy
 from dbp_control.core.policies.diffusion.modeling import DiffusionPolicy
@@ -56,16 +56,10 @@ class ExportError(ValueError):
 
 @functools.cache
 def exporter_fingerprint() -> str:
-    """sha256 (16 hex digits) of the code that writes the graphs: the export package and the policies it
-    traces. Two exports of one checkpoint with the same fingerprint are the same graphs; `dbp bench
-    policy` re-exports when it changes, instead of timing graphs older code wrote."""
-    digest = hashlib.sha256()
-    core = Path(__file__).resolve().parents[1]
-    for package in ("export", "policies"):
-        for source in sorted((core / package).rglob("*.py")):
-            digest.update(str(source.relative_to(core)).encode())
-            digest.update(source.read_bytes())
-    return digest.hexdigest()[:16]
+    """The fingerprint of the code that writes the graphs: the export package and the policies it traces.
+    Two exports of one checkpoint with the same fingerprint are the same graphs; `dbp bench policy`
+    re-exports when it changes, instead of timing graphs older code wrote."""
+    return source_fingerprint(("export", "policies"))
 
 
 class EncoderGraph(nn.Module):
