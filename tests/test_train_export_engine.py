@@ -186,9 +186,9 @@ def test_bench_table_judges_each_goal_and_the_plot_is_written(tmp_path):
          variant("handover", "DBP", 6, 3.0), variant("handover", "DDIM-10", 6, 30.0),
          variant("handover", "DDPM-100", 16, 150.0), variant("handover", "DBP", 32, 3.0, 0.0),
          variant("handover", "DDIM-10", 30, 30.0, 0.0), variant("handover", "DDPM-100", 27, 150.0, 0.0)],
-        head_ms=[1.5] * 90 + [2.5] * 10, head_int8_ms=[1.2] * 100, encoder_ms=[6.0], encoder_int8_ms=[3.0],
-        providers=["CPUExecutionProvider"], train_seconds={}, state_offsets={"lift": (0.0, None), "handover": (0.05, 0.1)},
-        demo_execution_noise=0.01)
+        head_ms=[1.5] * 90 + [2.5] * 10, head_int8_ms=[1.2] * 100, head_threaded_ms=[1.0] * 98 + [1.9] * 2,
+        encoder_ms=[6.0], encoder_int8_ms=[3.0], providers=["CPUExecutionProvider"], train_seconds={},
+        state_offsets={"lift": (0.0, None), "handover": (0.05, 0.1)}, demo_execution_noise=0.01, threads=2)
     table = format_policy_table(result)
     assert ("handover: demonstrations recorded with execution noise std 0.01 rad (the arms' executed targets offset, "
             "the clean targets recorded)") in table
@@ -205,6 +205,8 @@ def test_bench_table_judges_each_goal_and_the_plot_is_written(tmp_path):
     assert re.search(r"^handover +DDPM-100 +100 +0 +27/50 .* 50\.0  0:27$", table, re.MULTILINE), table
     assert "head-only p99 2.50 ms (goal < 2 ms: NOT met)" in table  # median 1.5 ms, but one call in ten takes 2.5
     assert "INT8 head-only p99 1.20 ms (goal < 2 ms: met)" in table
+    assert "head-only on 2 threads p99 1.90 ms (goal < 2 ms: met)" in table
+    assert "on 2 spinning threads, as the issue's calibration: p50 1.00 ms, p99 1.90 ms" in table
     plot_policy_benchmark(result, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -219,17 +221,17 @@ def test_bench_table_sums_success_over_training_seeds(tmp_path):
     latency = {"DBP": [2.0] * 10, "DDIM-10": [20.0] * 10, "DDPM-100": [200.0] * 10}
     variants = [VariantResult("transport", label, nfe[label], counts[seed][label], 50, latency[label], 1.0, seed)
                 for seed in (0, 1) for label in nfe]
-    table = format_policy_table(PolicyBenchResult(variants, [1.0], [1.0], [3.0], [2.0], ["CPUExecutionProvider"], {}))
+    table = format_policy_table(PolicyBenchResult(variants, [1.0], [1.0], [1.0], [3.0], [2.0], ["CPUExecutionProvider"], {}))
     assert ("transport, noise scale 1: DBP success 30/100 vs DDPM-100 25/100 over training seeds 0, 1 "
             "(goal: at least as successful: met)") in table
     assert re.search(r"^transport +DBP +1 +1 +30/100 .* 1\.0  0:8 1:22$", table, re.MULTILINE), table
     assert re.search(r"^transport +DDPM-100 +100 +1 +25/100 .* 100\.0  0:16 1:9$", table, re.MULTILINE), table
     assert "transport: latency ratio DDPM-100 / DBP 100 (goal >= 80: met)" in table
-    first_seed_only = format_policy_table(PolicyBenchResult(variants[:3], [1.0], [1.0], [3.0], [2.0], [], {}))
+    first_seed_only = format_policy_table(PolicyBenchResult(variants[:3], [1.0], [1.0], [1.0], [3.0], [2.0], [], {}))
     assert "execution noise" not in first_seed_only  # demonstrations recorded as the expert acts
     assert ("transport, noise scale 1: DBP success 8/50 vs DDPM-100 16/50 (goal: at least as successful: NOT met)"
             in first_seed_only)
-    plot_policy_benchmark(PolicyBenchResult(variants, [1.0], [1.0], [3.0], [2.0], [], {}), tmp_path / "seeds.png")
+    plot_policy_benchmark(PolicyBenchResult(variants, [1.0], [1.0], [1.0], [3.0], [2.0], [], {}), tmp_path / "seeds.png")
     assert (tmp_path / "seeds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -247,7 +249,7 @@ def test_bench_runs_end_to_end_and_its_evaluation_does_not_depend_on_the_timing(
         ("DBP", 1, 1.0, 20), ("DBP", 1, 0.0, 20), ("DDIM-10", 10, 1.0, 20), ("DDIM-10", 10, 0.0, 20),
         ("DDPM-100", 100, 1.0, 10), ("DDPM-100", 100, 0.0, 10)]
     assert first.variants[0].latency_ms is first.variants[1].latency_ms  # timed once per graph
-    assert len(first.head_ms) == len(first.head_int8_ms) == 20 and len(second.encoder_int8_ms) == 40
+    assert len(first.head_ms) == len(first.head_int8_ms) == len(first.head_threaded_ms) == 20 and len(second.encoder_int8_ms) == 40
     # neither the timing nor another scale's evaluation changes what scale 1 scores
     assert [(v.successes, v.episodes) for v in first.variants if v.noise_scale == 1.0] == \
         [(v.successes, v.episodes) for v in second.variants]
