@@ -234,14 +234,15 @@ def evaluation_fingerprint() -> str:
                               and (path.suffix == ".py" or (path / "__init__.py").exists()))
 
 
-def evaluation_key(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range, source: dict[str, Any]) -> dict[str, Any]:
+def evaluation_key(cfg: PolicyBenchConfig, task: str, label: str, training_seed: int, noise_scale: float,
+                   seeds: range, source: dict[str, Any], evaluator: str) -> dict[str, Any]:
     """What a logged evaluation must match to be reused: the same graphs (the checkpoint, from `source`,
     its sidecar's, and the exporter that wrote them), episodes, noise scale and threads, and the same
-    simulation, evaluation and engine code."""
-    return {"task": variant.task, "label": variant.label, "training_seed": variant.training_seed,
-            "noise_scale": variant.noise_scale, "seeds": [seeds.start, seeds.stop - 1], "threads": cfg.threads,
+    simulation, evaluation and engine code (`evaluator`, from `evaluation_fingerprint`)."""
+    return {"task": task, "label": label, "training_seed": training_seed,
+            "noise_scale": noise_scale, "seeds": [seeds.start, seeds.stop - 1], "threads": cfg.threads,
             "checkpoint_sha256": source["checkpoint_sha256"], "exporter": source["exporter"],
-            "evaluator": evaluation_fingerprint()}
+            "evaluator": evaluator}
 
 
 def _read_evaluations(log: Path) -> list[dict[str, Any]]:
@@ -259,11 +260,9 @@ def _read_evaluations(log: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _logged_evaluation(cfg: PolicyBenchConfig, key: dict[str, Any]) -> dict[str, Any] | None:
-    """The latest logged evaluation with this key, if reuse is on."""
-    if not cfg.reuse_evaluations:
-        return None
-    matches = [record for record in _read_evaluations(cfg.out_dir / EVALUATIONS_LOG) if record.get("reuse_key") == key]
+def _logged_evaluation(evaluations: list[dict[str, Any]], key: dict[str, Any]) -> dict[str, Any] | None:
+    """The latest of `evaluations` with this key."""
+    matches = [record for record in evaluations if record.get("reuse_key") == key]
     return matches[-1] if matches else None
 
 
@@ -279,9 +278,9 @@ def _report_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, reused: b
 
 
 def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range, key: dict[str, Any],
-                    recipe: TrainRecipe) -> None:
+                    recipe: TrainRecipe) -> dict[str, Any]:
     """Append one evaluation to the log, with what identifies the policy (`key`) and the recipe it was
-    trained with."""
+    trained with, and return its record."""
     record = {"time": variant.evaluated_at, "task": variant.task, "label": variant.label,
               "noise_scale": variant.noise_scale, "training_seed": variant.training_seed,
               "successes": variant.successes, "episodes": variant.episodes,
@@ -293,6 +292,7 @@ def _log_evaluation(cfg: PolicyBenchConfig, variant: VariantResult, seeds: range
               "recipe": asdict(recipe), "reuse_key": key}  # records without a key (before 2026-12-01) are never reused
     with (cfg.out_dir / EVALUATIONS_LOG).open("a") as log:
         log.write(json.dumps(record) + "\n")
+    return record
 
 
 def bench_recipe(cfg: PolicyBenchConfig, method: str, seed: int, task: str) -> TrainRecipe:
@@ -354,7 +354,10 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
 
     for task in cfg.tasks:
         make_task(task)  # unknown tasks fail before any work
-    _read_evaluations(cfg.out_dir / EVALUATIONS_LOG)  # and a damaged log
+    # read and hashed once, before any work: a damaged log fails here, and the fingerprint is of the code this
+    # process loaded, not of whatever is on disk when an evaluation ends
+    evaluations = _read_evaluations(cfg.out_dir / EVALUATIONS_LOG)
+    evaluator = evaluation_fingerprint()
     variants: list[VariantResult] = []
     providers: list[str] = []
     train_seconds: dict[str, float] = {}
@@ -392,19 +395,19 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
                         timed[label] = timed_calls(lambda e=engine, state=state, noise=noise: e.act(state, noise=noise),
                                                    calls)
                     seeds = range(EVAL_SEED, EVAL_SEED + cfg.eval_episodes)  # the same episodes for every training
-                    variant = VariantResult(task, label, int(engine.sidecar["nfe"]), 0, 0, timed[label], scale, seed)
-                    key = evaluation_key(cfg, variant, seeds, engine.sidecar["source"])  # the sidecar read
-                    logged = _logged_evaluation(cfg, key)
+                    key = evaluation_key(cfg, task, label, seed, scale, seeds, engine.sidecar["source"], evaluator)
+                    logged = _logged_evaluation(evaluations, key) if cfg.reuse_evaluations else None
                     if logged is None:
                         evaluation = evaluate(engine, task, seeds, step_hz=float(engine.step_hz),
                                               progress=bar(f"{task}: eval {label}{_seed_suffix(seed)}, noise scale "
                                                            f"{scale:g}"))
-                        variant.successes, variant.episodes = evaluation.successes, len(evaluation.episodes)
-                        variant.evaluated_at = time.strftime("%Y-%m-%dT%H:%M:%S")
-                        _log_evaluation(cfg, variant, seeds, key, recipes[method])
+                        variant = VariantResult(task, label, int(engine.sidecar["nfe"]), evaluation.successes,
+                                                len(evaluation.episodes), timed[label], scale, seed,
+                                                time.strftime("%Y-%m-%dT%H:%M:%S"))
+                        evaluations.append(_log_evaluation(cfg, variant, seeds, key, recipes[method]))
                     else:
-                        variant.successes, variant.episodes = logged["successes"], logged["episodes"]
-                        variant.evaluated_at = logged["time"]
+                        variant = VariantResult(task, label, int(engine.sidecar["nfe"]), logged["successes"],
+                                                logged["episodes"], timed[label], scale, seed, logged["time"])
                     _report_evaluation(cfg, variant, reused=logged is not None)
                     variants.append(variant)
     # in a fresh process, as the policy node runs: after the evaluations above, this process timed the same
