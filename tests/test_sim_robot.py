@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dbp_control.core.sim.robot import HOME_ARM, DualArmSim
+from dbp_control.core.sim.robot import HOME_ARM, CameraView, DualArmSim
 from dbp_control.core.layout import CAMERAS
 
 
@@ -56,6 +56,24 @@ def test_every_camera_renders_the_scene(sim):
         assert image.std() > 5, camera  # not a blank frame
     with pytest.raises(ValueError, match="unknown camera 'tail'"):
         sim.render("tail")
+
+
+def test_a_camera_view_draws_a_saved_configuration_as_the_sim_does(sim):
+    """What a node's render worker draws from a copy of qpos is the frame the sim would have rendered then,
+    whatever the physics did meanwhile."""
+    sim.reset()
+    view = CameraView(sim)
+    sim.set_object_pose("cube", np.array([0.1, 0.55, 0.05]), 0.3)  # a step of mj_forward: the frame is current
+    saved = sim.data.qpos.copy()
+    expected = {camera: sim.render(camera) for camera in CAMERAS}
+    targets = np.concatenate([HOME_ARM + 0.4, [1.0]] * 2)
+    sim.set_targets(targets)
+    sim.step(0.3)  # the arms, and with them the wrist cameras, move on
+    for camera in CAMERAS:
+        np.testing.assert_array_equal(view.render(camera, saved), expected[camera], err_msg=camera)
+        assert np.abs(sim.render(camera).astype(int) - expected[camera]).mean() > 1, camera  # the scene moved
+    with pytest.raises(ValueError, match="unknown camera 'tail'"):
+        view.render("tail", saved)
 
 
 def test_bad_targets_are_rejected(sim):

@@ -12,6 +12,7 @@ import pytest
 
 from dbp_control.core.channels import CHANNELS
 from dbp_control.core.data.bags import float64_array_msg, stamp_ns_of, typestore
+from dbp_control.core.layout import CAMERAS
 from dbp_control.middleware.port import Node, Publisher
 from dbp_control.middleware.zenoh_backend import ZenohNode, open_router, topic_key
 from dbp_control.nodes.sim_robot import SimRobot
@@ -211,3 +212,70 @@ def test_the_status_keeps_a_success_once_reached():
     assert status["time"] == pytest.approx(0.08, abs=0.003)
     robot.reset(5)
     assert robot.status()["success"] is False and robot.status()["success_time"] is None
+
+
+class CameraClockNode(ClockNode):
+    """ClockNode with small cameras, keeping what is published and from which thread."""
+
+    def __init__(self):
+        super().__init__()
+        self.published = []  # (topic, thread name, message)
+        self.shutdown_callbacks = []
+
+    def publisher(self, channel):
+        published = self.published
+        return type("Keep", (Publisher,), {"publish": lambda self, msg: published.append(
+            (channel.topic, threading.current_thread().name, msg))})()
+
+    def parameters(self, defaults):
+        return {**defaults, "image_height": 24, "image_width": 32, "realtime_priority": 0}
+
+    def on_shutdown(self, callback):
+        self.shutdown_callbacks.append(callback)
+
+
+def test_cameras_render_off_the_executor_from_the_state_at_their_stamp(monkeypatch):
+    """The executor only copies the state; the worker draws it and publishes under the stamp of that state.
+    A camera whose previous state the worker has not taken yet is replaced, and counted."""
+    from dbp_control.nodes import sim_robot
+
+    rendering, release = threading.Event(), threading.Event()
+    drawn = []
+    original = sim_robot.CameraView.render
+
+    def render(view, camera, qpos):
+        drawn.append((camera, threading.current_thread().name))
+        rendering.set()
+        assert release.wait(10)
+        return original(view, camera, qpos)
+
+    monkeypatch.setattr(sim_robot.CameraView, "render", render)
+    node = CameraClockNode()
+    robot = SimRobot(node)
+    try:
+        for tick in range(1, 8):  # the cameras in turn: 1, 2, 3, 1, 2, 3, 1
+            node.clock_ns = tick * 11_000_000
+            robot.queue_next_camera()
+            if tick == 1:
+                assert rendering.wait(10)  # the worker holds the first camera's state; the executor goes on
+        assert robot.dropped_frames == 3 and robot.status()["dropped_frames"] == 3
+        release.set()
+        deadline = time.monotonic() + 10
+        while len([p for p in node.published if p[0].endswith("image_raw")]) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        release.set()
+        for callback in node.shutdown_callbacks:
+            callback()
+    images = [(topic, thread, stamp_ns_of(msg)) for topic, thread, msg in node.published if topic.endswith("image_raw")]
+    assert {thread for _, thread, _ in images} == {"camera-renderer"}
+    assert {thread for _, thread in drawn} == {"camera-renderer"}
+    # the first camera's first state, then each camera's newest: ticks 7, 5 and 6
+    first, second, third = (f"/{cam}_camera/color/image_raw" for cam in CAMERAS)
+    assert images[0][::2] == (first, 11_000_000)
+    assert sorted(stamp for _, _, stamp in images) == [11_000_000, 55_000_000, 66_000_000, 77_000_000]
+    assert {(topic, stamp) for topic, _, stamp in images[1:]} == {
+        (first, 77_000_000), (second, 55_000_000), (third, 66_000_000)}
+    infos = [(topic, stamp_ns_of(msg)) for topic, _, msg in node.published if topic.endswith("camera_info")]
+    assert infos == [(topic.replace("image_raw", "camera_info"), stamp) for topic, _, stamp in images]
+    assert not robot.camera_worker.is_alive()

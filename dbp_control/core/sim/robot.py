@@ -4,6 +4,7 @@ targets and a gripper target (0 open .. 1 closed) in; joint positions and veloci
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class DualArmSim:
         self._actuator = np.array([self._actuator_id(n) for n in self.names])
         self._mirror_actuator = np.array([self._actuator_id(f"{s}_gripper_mirror_joint") for s in SIDES])
         self.image_size = image_size
-        self._renderer = None
+        self._cameras = _Cameras(mujoco, self.model, image_size)
         self.reset()
 
     def _joint(self, name: str) -> int:
@@ -125,13 +126,42 @@ class DualArmSim:
 
     def render(self, camera: str) -> np.ndarray:
         """uint8 [H, W, 3] RGB from one of CAMERAS."""
+        return self._cameras.draw(self.data, camera)
+
+
+class _Cameras:
+    """One MuJoCo renderer for the scene's cameras: an OpenGL context, made on first use."""
+
+    def __init__(self, mj: Any, model: Any, image_size: tuple[int, int]) -> None:
+        self._mj, self._model, self._image_size = mj, model, image_size
+        self._renderer: Any = None
+
+    def draw(self, data: Any, camera: str) -> np.ndarray:
         if camera not in CAMERAS:
             raise ValueError(f"unknown camera {camera!r}; cameras: {list(CAMERAS)}")
         if self._renderer is None:
             if RENDERER_UNSET_AT_MUJOCO_IMPORT:  # mujoco picked its default (a window system) and would abort
                 raise RuntimeError("mujoco was imported before dbp_control.core.sim chose a renderer; import "
                                    "dbp_control.core.sim first or set MUJOCO_GL=osmesa (or egl)")
-            height, width = self.image_size
-            self._renderer = self._mj.Renderer(self.model, height, width)
-        self._renderer.update_scene(self.data, camera)
+            height, width = self._image_size
+            self._renderer = self._mj.Renderer(self._model, height, width)
+        self._renderer.update_scene(data, camera)
         return self._renderer.render()
+
+
+class CameraView:
+    """The cameras of a `DualArmSim`'s scene drawn from a saved configuration (a copy of its `data.qpos`), with
+    their own MjData and renderer: a node renders on a worker thread while its executor steps the physics on.
+    One view is for one thread (its OpenGL context is current on one thread at a time)."""
+
+    def __init__(self, sim: DualArmSim) -> None:
+        self._mj, self._model = sim._mj, sim.model
+        self._data = sim._mj.MjData(sim.model)
+        self._cameras = _Cameras(sim._mj, sim.model, sim.image_size)
+
+    def render(self, camera: str, qpos: np.ndarray) -> np.ndarray:
+        """uint8 [H, W, 3] RGB from one of CAMERAS, of the scene posed at `qpos`."""
+        self._data.qpos[:] = qpos
+        self._mj.mj_kinematics(self._model, self._data)  # bodies, geoms and sites
+        self._mj.mj_camlight(self._model, self._data)  # the cameras, wrist cameras included, and lights
+        return self._cameras.draw(self._data, camera)
