@@ -14,7 +14,6 @@ custom message package needed).
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -36,6 +35,7 @@ from dbp_control.core.observation.images import ImageError, decode_image
 from dbp_control.core.observation.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
 from dbp_control.core.paths import MODELS_DIR
 from dbp_control.middleware.port import Node
+from dbp_control.nodes.newest_worker import NewestWorker
 from dbp_control.nodes.scheduling import use_realtime_priority
 
 FRAME_WORKER_NICENESS = 10  # added to the frame worker thread's niceness
@@ -91,12 +91,10 @@ class ObservationNode:
         self.assembler = ObservationAssembler(engine.cameras, queue_size=p["queue_size"], slop_s=p["slop_s"],
                                               max_age_s=p["max_age_s"])  # frames arrive already encoded
         self.lock = threading.Lock()  # the assembler is shared by this executor, the frame worker and inference
-        self._frames: dict[str, tuple[int, np.ndarray]] = {}  # each camera's newest frame: stamp, RGB
-        self._frames_ready = threading.Condition()
-        self.dropped_frames = 0
         self.rejected_images = 0
-        self._stopping = False
-        self.frame_worker = threading.Thread(target=self._encode_frames, name="frame-encoder", daemon=True)
+        # each camera's newest frame (stamp, RGB), encoded off the executor
+        self.frame_worker: NewestWorker[tuple[int, np.ndarray]] = NewestWorker(
+            "frame-encoder", self._encode_frame, niceness=FRAME_WORKER_NICENESS, setup=self._pin_frame_worker)
         self.objects: np.ndarray | None = None  # the simulator's object poses, published with each joint state
         self.objects_stamp_ns = -(2**62)
         self._joint_order: list[int] | None = None
@@ -114,7 +112,7 @@ class ObservationNode:
         out of: threads inherit their creator's)."""
         if self.engine.cameras:
             self.frame_worker.start()
-            self.node.on_shutdown(self.stop_frame_worker)
+            self.node.on_shutdown(self.frame_worker.stop)
 
     def on_object_poses(self, msg: Any) -> None:
         with self.lock:
@@ -136,36 +134,19 @@ class ObservationNode:
         try:
             rgb = decode_image(msg)
         except ImageError as exc:
-            with self._frames_ready:
-                self.rejected_images += 1
+            self.rejected_images += 1
             self.node.logger.warning("rejected %s image: %s", camera, exc)
             return
-        with self._frames_ready:
-            self.dropped_frames += camera in self._frames
-            self._frames[camera] = (stamp_ns_of(msg), rgb)
-            self._frames_ready.notify()
+        self.frame_worker.put(camera, (stamp_ns_of(msg), rgb))
 
-    def _encode_frames(self) -> None:
-        # a lower priority for this thread only (Linux niceness is per thread): the control tick wins the CPU
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FRAME_WORKER_NICENESS)
+    def _pin_frame_worker(self) -> None:
         self.frame_worker_cpus = pin_current_thread(self.encoder_cpus)  # off the head's core
-        while True:
-            with self._frames_ready:
-                self._frames_ready.wait_for(lambda: bool(self._frames) or self._stopping)
-                if self._stopping:
-                    return
-                frames, self._frames = self._frames, {}
-            for camera, (stamp_ns, rgb) in frames.items():
-                features = rgb_features(self.engine, camera, rgb)
-                with self.lock:
-                    self.assembler.push_image(camera, stamp_ns, features, self.node.now_ns())
 
-    def stop_frame_worker(self) -> None:
-        """Let the frame worker finish its frame and end (a thread left inside ONNX Runtime at exit aborts)."""
-        with self._frames_ready:
-            self._stopping = True
-            self._frames_ready.notify()
-        self.frame_worker.join(timeout=5.0)
+    def _encode_frame(self, camera: str, frame: tuple[int, np.ndarray]) -> None:
+        stamp_ns, rgb = frame
+        features = rgb_features(self.engine, camera, rgb)
+        with self.lock:
+            self.assembler.push_image(camera, stamp_ns, features, self.node.now_ns())
 
     def latest(self, now_ns: int) -> tuple[Observation, np.ndarray | None] | None:
         """The newest complete observation, with the object poses stamped with its joint state (when the
@@ -184,7 +165,7 @@ class ObservationNode:
     def status(self) -> dict[str, Any]:
         with self.lock:
             stats = self.assembler.stats
-            return {"rejected_images": self.rejected_images, "dropped_frames": self.dropped_frames,
+            return {"rejected_images": self.rejected_images, "dropped_frames": self.frame_worker.dropped,
                     "frame_worker_cpus": self.frame_worker_cpus,
                     "sync": vars(self.assembler.sync.stats) if self.assembler.sync else None,
                     "inputs": {name: vars(s) for name, s in stats.inputs.items()},
@@ -311,4 +292,4 @@ class PolicyProcess:
         self.observation.start()
         self.inference.realtime_priority = use_realtime_priority(
             self.inference.params["realtime_priority"], nodes["policy"].logger,
-            exclude=[self.observation.frame_worker.native_id or -1])
+            exclude=[self.observation.frame_worker.thread.native_id or -1])

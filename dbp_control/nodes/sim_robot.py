@@ -8,15 +8,15 @@ wall clock (times `real_time_factor`); every stamp is the wall-clock time of the
 Camera frames are rendered on a worker thread of lower priority from a copy of the state taken on the
 executor: software rendering of three cameras takes about a core on a small CPU, and on the executor it held
 back the joint states, the physics and with them the whole control loop (`dbp demo` on a 2-core Xeon: 3-4
-of 5 at 66-74 chunks/s rendering there, 5 of 5 at 122-124 without rendering).
+of 5 at 66-74 chunks/s rendering there, 5 of 5 at 122-124 without rendering). Where the CPU cannot render
+all frames, the cameras lose rate (each camera's newest state is drawn; the others are dropped and counted),
+not the joint states.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import threading
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from dbp_control.core.layout import CAMERAS, SIDES, joint_names
 from dbp_control.core.sim.robot import CameraView, DualArmSim
 from dbp_control.core.sim.tasks import make_task
 from dbp_control.middleware.port import Node
+from dbp_control.nodes.newest_worker import NewestWorker
 from dbp_control.nodes.scheduling import use_realtime_priority
 
 NAME = "sim_robot"
@@ -75,23 +76,19 @@ class SimRobot:
         self.reset(p["seed"])
         node.timer(1.0 / CHANNELS["joint_states"].rate_hz, self.on_joint_timer)
         node.timer(1.0 / CHANNELS["sim_status"].rate_hz, self.publish_status)
-        # each camera's newest state not yet rendered: stamp, seed, qpos; the worker takes them
-        self._poses: dict[str, tuple[int, int, np.ndarray]] = {}
-        self._poses_ready = threading.Condition()
-        self._stopping = False
-        self.dropped_frames = 0  # states replaced by a newer one of the same camera before the worker drew them
-        self.camera_worker: threading.Thread | None = None
+        # each camera's newest state not yet drawn (stamp, seed, qpos), rendered off the executor
+        self.camera_worker: NewestWorker[tuple[int, int, np.ndarray]] = NewestWorker(
+            "camera-renderer", self._render_frame, niceness=CAMERA_WORKER_NICENESS)
+        self._camera_view = CameraView(self.sim)  # used by the worker only: its OpenGL context is made there
+        self._first_frames: dict[str, tuple[int, np.ndarray]] = {}  # render=False: each camera's first frame, seed
         if p["cameras"]:
             # one camera per tick, in turn (each still at its rate), so the worker's frames spread evenly
             node.timer(1.0 / (CHANNELS["head_image"].rate_hz * len(CAMERAS)), self.queue_next_camera)
             self._next_camera = 0
-            # started before the executor gets real-time scheduling, which this thread stays out of
-            self.camera_worker = threading.Thread(target=self._render_frames, args=(CameraView(self.sim),),
-                                                  name="camera-renderer", daemon=True)
-            self.camera_worker.start()
-            node.on_shutdown(self.stop_camera_worker)
-        self.realtime_priority = use_realtime_priority(
-            p["realtime_priority"], node.logger, exclude=[self.camera_worker.native_id or -1] if self.camera_worker else [])
+            self.camera_worker.start()  # before real-time scheduling, which it stays out of
+            node.on_shutdown(self.camera_worker.stop)
+        self.realtime_priority = use_realtime_priority(p["realtime_priority"], node.logger,
+                                                       exclude=[self.camera_worker.thread.native_id or -1])
 
     def reset(self, seed: int) -> None:
         self.task.reset(self.sim, seed)
@@ -152,40 +149,20 @@ class SimRobot:
         self.advance()  # the state the stamp says
         cam = CAMERAS[self._next_camera]
         self._next_camera = (self._next_camera + 1) % len(CAMERAS)
-        with self._poses_ready:
-            self.dropped_frames += cam in self._poses
-            self._poses[cam] = (self.node.now_ns(), self.seed, self.sim.data.qpos.copy())
-            self._poses_ready.notify()
+        self.camera_worker.put(cam, (self.node.now_ns(), self.seed, self.sim.data.qpos.copy()))
 
-    def _render_frames(self, view: CameraView) -> None:
-        # a lower priority for this thread only (Linux niceness is per thread)
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CAMERA_WORKER_NICENESS)
-        first_frames: dict[str, tuple[int, np.ndarray]] = {}  # render=False: each camera's first frame, and its seed
-        while True:
-            with self._poses_ready:
-                self._poses_ready.wait_for(lambda: bool(self._poses) or self._stopping)
-                if self._stopping:
-                    return
-                poses, self._poses = self._poses, {}
-            for cam, (stamp, seed, qpos) in poses.items():
-                if self.params["render"]:
-                    frame = view.render(cam, qpos)
-                else:
-                    if first_frames.get(cam, (None,))[0] != seed:
-                        first_frames[cam] = (seed, view.render(cam, qpos))
-                    frame = first_frames[cam][1]
-                image, info = CHANNELS[f"{cam}_image"], CHANNELS[f"{cam}_camera_info"]
-                self._publishers[f"{cam}_image"].publish(image_msg(self.distro, stamp, image.frame_id, frame))
-                self._publishers[f"{cam}_camera_info"].publish(
-                    camera_info_msg(self.distro, stamp, info.frame_id, self.sim.intrinsics[cam]))
-
-    def stop_camera_worker(self) -> None:
-        """Let the worker finish its frame and end (before the middleware closes the publishers it uses)."""
-        with self._poses_ready:
-            self._stopping = True
-            self._poses_ready.notify()
-        if self.camera_worker is not None:
-            self.camera_worker.join(timeout=5.0)
+    def _render_frame(self, cam: str, pose: tuple[int, int, np.ndarray]) -> None:
+        stamp, seed, qpos = pose
+        if self.params["render"]:
+            frame = self._camera_view.render(cam, qpos)
+        else:
+            if self._first_frames.get(cam, (None,))[0] != seed:
+                self._first_frames[cam] = (seed, self._camera_view.render(cam, qpos))
+            frame = self._first_frames[cam][1]
+        image, info = CHANNELS[f"{cam}_image"], CHANNELS[f"{cam}_camera_info"]
+        self._publishers[f"{cam}_image"].publish(image_msg(self.distro, stamp, image.frame_id, frame))
+        self._publishers[f"{cam}_camera_info"].publish(
+            camera_info_msg(self.distro, stamp, info.frame_id, self.sim.intrinsics[cam]))
 
     def status(self) -> dict[str, Any]:
         # success is kept once reached, as closed-loop evaluation counts it: a reader polling the status can
@@ -193,7 +170,7 @@ class SimRobot:
         return {"task": self.task.name, "seed": self.seed, "time": round(self.sim.time, 4),
                 "success": self.succeeded_at is not None, "success_time": self.succeeded_at,
                 "reward": float(self.task.reward(self.sim)),
-                "rejected_commands": self.rejected, "dropped_frames": self.dropped_frames,
+                "rejected_commands": self.rejected, "dropped_frames": self.camera_worker.dropped,
                 "realtime_priority": self.realtime_priority}
 
     def publish_status(self) -> None:
