@@ -6,7 +6,7 @@ the policy was trained and evaluated with) before the first chunk that arrives a
 blending from the older one over `blend_s`; `commit_steps=0` switches to every newer chunk at once. Replanning at the
 control rate from the measured state would otherwise only ever command a few milliseconds ahead of
 where a lagging arm is, and the arm would crawl.
-The arms hold position — the measured position when holding began — after an emergency stop
+The arms hold position — the measured position when holding began, inside the limits — after an emergency stop
 (latched until re-enabled) and whenever the watchdog finds observations or actions older than its
 timeout, or the current chunk exhausted. While disabled (or before the first joint state) no command is
 sent at all: the drivers keep their last one.
@@ -190,7 +190,7 @@ class CommandController:
                 self._hold = None
                 return None
             if self._hold is None:
-                self._hold = self._joints.copy()
+                self._hold = self.safety.hold(self._joints)
             self._command = self._hold.copy()
             return self._command.copy()
         self._hold = None

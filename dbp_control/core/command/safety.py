@@ -81,4 +81,12 @@ class SafetyFilter:
         self.report.clamped_position += int(not np.array_equal(clipped, target))
         step = np.clip(clipped - previous, -max_step, max_step)
         self.report.limited_velocity += int(not np.array_equal(step, clipped - previous))
-        return previous + step, None
+        # `previous` may be a measured position a hair outside the limits (a gripper's closure reads -0.03)
+        return np.clip(previous + step, self.limits.lower, self.limits.upper), None
+
+    def hold(self, measured: np.ndarray) -> np.ndarray:
+        """The command that holds the arms where they were measured, inside the position limits: a measured
+        gripper closure can read a little below 0 or above 1, and a command must not."""
+        held = np.clip(measured, self.limits.lower, self.limits.upper)
+        self.report.clamped_position += int(not np.array_equal(held, measured))
+        return held
