@@ -190,7 +190,7 @@ class CommandController:
                 self._hold = None
                 return None
             if self._hold is None:
-                self._hold = self.safety.hold(self._joints)
+                self._hold = self.safety.clamp(self._joints)
             self._command = self._hold.copy()
             return self._command.copy()
         self._hold = None

@@ -77,16 +77,15 @@ class SafetyFilter:
         if not np.isfinite(target).all():
             self.report.rejected += 1
             return previous.copy(), "target contains NaN or inf"
-        clipped = np.clip(target, self.limits.lower, self.limits.upper)
-        self.report.clamped_position += int(not np.array_equal(clipped, target))
+        clipped = self.clamp(target)
         step = np.clip(clipped - previous, -max_step, max_step)
         self.report.limited_velocity += int(not np.array_equal(step, clipped - previous))
         # `previous` may be a measured position a hair outside the limits (a gripper's closure reads -0.03)
         return np.clip(previous + step, self.limits.lower, self.limits.upper), None
 
-    def hold(self, measured: np.ndarray) -> np.ndarray:
-        """The command that holds the arms where they were measured, inside the position limits: a measured
-        gripper closure can read a little below 0 or above 1, and a command must not."""
-        held = np.clip(measured, self.limits.lower, self.limits.upper)
-        self.report.clamped_position += int(not np.array_equal(held, measured))
-        return held
+    def clamp(self, position: np.ndarray) -> np.ndarray:
+        """`position` inside the position limits, counted when it was not: a target, or a measured position to
+        hold (a measured gripper closure can read a little below 0 or above 1, and a command must not)."""
+        clamped = np.clip(position, self.limits.lower, self.limits.upper)
+        self.report.clamped_position += int(not np.array_equal(clamped, position))
+        return clamped
