@@ -238,6 +238,33 @@ def test_bench_table_sums_success_over_training_seeds(tmp_path):
     assert (tmp_path / "seeds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_times_the_graphs_in_turns_so_a_slow_spell_falls_on_each_alike(monkeypatch, tmp_path):
+    import dbp_control.core.benchmarks.policy as bench
+
+    calls: list[str] = []
+
+    class CountingEngine:  # stands in for PolicyEngine: the order of the calls is what is checked
+        n_obs_steps, state_dim = 2, 3
+
+        def __init__(self, model, threads):
+            self.name, self.sidecar = model.name, {"nfe": {"dbp": 1, "ddim-10": 10, "ddpm-100": 100}[model.name]}
+
+        def noise(self):
+            return {}
+
+        def act(self, state, noise):
+            calls.append(self.name)
+
+    monkeypatch.setattr(bench, "PolicyEngine", CountingEngine)
+    cfg = bench.PolicyBenchConfig(latency_calls=200, progress=False)
+    times = bench._chunk_latencies(cfg, {label: tmp_path / label.lower() for label in ("DBP", "DDIM-10", "DDPM-100")})
+    assert {label: len(ms) for label, ms in times.items()} == {"DBP": 200, "DDIM-10": 200, "DDPM-100": 20}
+    turns = [name for i, name in enumerate(calls) if i == 0 or calls[i - 1] != name]
+    assert turns == ["dbp", "ddim-10", "ddpm-100"] * bench.CHUNK_TIMING_ROUNDS
+    # each block of 20 (DDPM-100: 2) timed calls follows one warm-up call
+    assert (calls.count("dbp"), calls.count("ddpm-100")) == (210, 30)
+
+
 def test_bench_runs_end_to_end_and_its_evaluation_does_not_depend_on_the_timing(tmp_path):
     from dbp_control.core.benchmarks.policy import PolicyBenchConfig, run_policy_benchmark
 

@@ -55,11 +55,11 @@ class EngineBenchRow:
     chunk: Latency
 
 
-def timed_calls(fn: Callable[[], Any], calls: int) -> list[float]:
-    """Milliseconds per call of `fn` over `calls` calls, after a warm-up right before them: a graph's first
-    calls after another graph ran are several times slower (its weights are out of the cache), and ten
-    of them were the p99 of a thousand calls."""
-    for _ in range(max(5, calls // 20)):
+def timed_calls(fn: Callable[[], Any], calls: int, *, warmup: int | None = None) -> list[float]:
+    """Milliseconds per call of `fn` over `calls` calls, after `warmup` calls (default: a twentieth, at least
+    5) right before them: a graph's first calls after another graph ran are several times slower (its
+    weights are out of the cache), and ten of them were the p99 of a thousand calls."""
+    for _ in range(max(5, calls // 20) if warmup is None else warmup):
         fn()
     out = []
     for _ in range(calls):

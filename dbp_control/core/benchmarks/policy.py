@@ -112,6 +112,7 @@ class PolicyBenchConfig:
 # the issue's figures for the `small` head and a ResNet-18 at 96x96 with ONNX Runtime on 2 threads, on the
 # machine its goals were set for: their ratio to this run's shows how much of a miss is the machine
 ISSUE_CALIBRATION = {"threads": 2, "head_ms": 1.1, "encoder_ms": 3.1}
+CHUNK_TIMING_ROUNDS = 10
 
 
 @dataclass
@@ -230,6 +231,26 @@ def _image_policy_latency(cfg: PolicyBenchConfig) -> dict[str, list[float]]:
              "encoder": ("encoder.onnx", cfg.threads, image), "encoder_int8": ("encoder_int8.onnx", cfg.threads, image)}
     return {name: timed_calls(lambda s=session(file, threads), f=inputs: s.run(None, f), cfg.latency_calls)
             for name, (file, threads, inputs) in timed.items()}
+
+
+def _chunk_latencies(cfg: PolicyBenchConfig, models: dict[str, Path]) -> dict[str, list[float]]:
+    """Each graph's milliseconds per chunk. The graphs take turns in `CHUNK_TIMING_ROUNDS` rounds, each
+    warmed up right before its block, so a slow spell of the machine falls on all of them alike: timed one
+    after another, minutes apart, the same graphs' DDPM-100 / DBP ratio was 107 in one run and 71 in the next
+    on this VM. Neither weights nor noise scale change the cost, so one seed's graphs stand for all."""
+    runs: dict[str, tuple[Callable[[], Any], int]] = {}
+    for label, model in models.items():
+        engine = PolicyEngine(model, threads=cfg.threads)
+        state, noise = np.zeros((engine.n_obs_steps, engine.state_dim), np.float32), engine.noise()
+        calls = max(10, cfg.latency_calls // 10) if engine.sidecar["nfe"] > 10 else cfg.latency_calls
+        runs[label] = (lambda e=engine, state=state, noise=noise: e.act(state, noise=noise), calls)
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for round_index in range(CHUNK_TIMING_ROUNDS):
+        for label, (act, calls) in runs.items():
+            block = calls // CHUNK_TIMING_ROUNDS + (round_index < calls % CHUNK_TIMING_ROUNDS)
+            if block:
+                times[label] += timed_calls(act, block, warmup=max(1, block // 20))
+    return times
 
 
 def evaluation_fingerprint() -> str:
@@ -385,20 +406,18 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
                 train_on_dataset(dataset, recipe, train_dir, progress=cfg.progress)
                 train_seconds[f"{task}/{method}{_seed_suffix(seed)}"] = time.perf_counter() - start
                 checkpoints[method], recipes[method] = train_dir / "checkpoint.pt", recipe
+            models = {label: root / "onnx" / (label.lower() + _seed_suffix(seed)) for label, *_ in VARIANTS}
             for label, method, sampler, steps in VARIANTS:
-                model = root / "onnx" / (label.lower() + _seed_suffix(seed))
-                _export_if_stale(checkpoints[method], model, sampler, steps)
+                _export_if_stale(checkpoints[method], models[label], sampler, steps)
+            if not timed:  # the first seed's graphs
+                timed = _chunk_latencies(cfg, models)
+            for label, method, _, _ in VARIANTS:
                 for scale in cfg.noise_scales:  # a fresh engine per scale: each scale's noise stream starts alike
-                    engine = PolicyEngine(model, threads=cfg.threads, noise_scale=scale)
+                    engine = PolicyEngine(models[label], threads=cfg.threads, noise_scale=scale)
                     providers = engine.providers
-                    # one noise draw for every timed call: the evaluation's noise stream then does not depend on
-                    # how many calls were timed (it did, and the same checkpoints scored differently)
-                    noise = engine.noise()
-                    if label not in timed:
-                        state = np.zeros((engine.n_obs_steps, engine.state_dim), np.float32)
-                        calls = max(10, cfg.latency_calls // 10) if engine.sidecar["nfe"] > 10 else cfg.latency_calls
-                        timed[label] = timed_calls(lambda e=engine, state=state, noise=noise: e.act(state, noise=noise),
-                                                   calls)
+                    # every logged evaluation's noise stream began after one draw (the timing's, once), so a
+                    # fresh evaluation starts its stream where theirs did
+                    engine.noise()
                     seeds = range(EVAL_SEED, EVAL_SEED + cfg.eval_episodes)  # the same episodes for every training
                     key = evaluation_key(cfg, task, label, seed, scale, seeds, engine.sidecar["source"], evaluator)
                     logged = _logged_evaluation(evaluations, key) if cfg.reuse_evaluations else None
