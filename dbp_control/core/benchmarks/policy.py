@@ -415,8 +415,8 @@ def run_policy_benchmark(cfg: PolicyBenchConfig) -> PolicyBenchResult:
                 for scale in cfg.noise_scales:  # a fresh engine per scale: each scale's noise stream starts alike
                     engine = PolicyEngine(models[label], threads=cfg.threads, noise_scale=scale)
                     providers = engine.providers
-                    # every logged evaluation's noise stream began after one draw (the timing's, once), so a
-                    # fresh evaluation starts its stream where theirs did
+                    # one draw before the episodes, as every logged evaluation made (the draw once fed the
+                    # timing), so a fresh evaluation reproduces their noise stream and their counts
                     engine.noise()
                     seeds = range(EVAL_SEED, EVAL_SEED + cfg.eval_episodes)  # the same episodes for every training
                     key = evaluation_key(cfg, task, label, seed, scale, seeds, engine.sidecar["source"], evaluator)
