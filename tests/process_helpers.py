@@ -1,12 +1,12 @@
 """Waiting on node processes and stopping them: a process that does not stop fails the test with its
 output and its threads' stacks instead of outliving the test run."""
 
-import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
+
+from dbp_control.nodes.processes import thread_states
 
 
 def stop_process(process: subprocess.Popen, timeout_s: float = 20.0) -> str:
@@ -25,21 +25,6 @@ def stop_process(process: subprocess.Popen, timeout_s: float = 20.0) -> str:
         raise AssertionError(f"{' '.join(map(str, process.args))} did not exit within {timeout_s:g} s of SIGTERM; "
                              f"its threads:\n{threads}\nits output and stacks:\n{output}") from None
     return output or ""
-
-
-def thread_states(pid: int) -> str:
-    """A line per thread of `pid` from /proc: name, state (R running, S sleeping, D uninterruptible), scheduling
-    policy (0 normal, 1 SCHED_FIFO) and CPU ticks, to tell a deadlock (all asleep) from starvation."""
-    lines = []
-    for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
-        try:
-            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the thread ended meanwhile
-            continue
-        lines.append(f"  {tid} {name}: state {fields[0]}, policy {fields[38]}, rt priority {fields[37]}, "
-                     f"cpu ticks {int(fields[11]) + int(fields[12])}")
-    return "\n".join(lines)
 
 
 def stop_processes(processes: list[subprocess.Popen], timeout_s: float = 20.0) -> None:

@@ -171,3 +171,39 @@ def test_the_stop_deadline_must_be_positive():
     with pytest.raises(ValueError, match="deadline_s"):
         with exit_if_stop_outlasts(threading.Event(), 0):
             pass
+
+
+def test_node_processes_name_a_node_that_is_slow_to_stop_fails_on_its_stop_or_has_to_be_killed(monkeypatch, capsys):
+    """The demo and `dbp launch` go on past such a node, but the user is told which one, with its threads."""
+    import subprocess
+    import sys
+    import time
+
+    from dbp_control.nodes import processes
+    from dbp_control.nodes.processes import NodeProcesses
+
+    monkeypatch.setattr(processes, "STOP_REPORT_S", 0.5)
+    monkeypatch.setattr(processes, "STOP_KILL_S", 2.0)
+    prelude = "import signal, sys, time\nprint('up', flush=True)\n"
+    codes = {"clean": prelude + "time.sleep(60)\n",  # the default SIGTERM action: killed by it, status -15
+             "failing": prelude + "signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))\ntime.sleep(60)\n",
+             "slow": prelude + "signal.signal(signal.SIGTERM, lambda *_: None)\ntime.sleep(1.0)\ntime.sleep(1.0)\n",
+             "stuck": prelude + "signal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n"}
+    graph = NodeProcesses({})
+    graph.router = type("Router", (), {"close": lambda self: None})()
+    graph.processes = {name: subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+                       for name, code in codes.items()}
+    for process in graph.processes.values():
+        assert process.stdout.readline() == b"up\n"  # handlers in place before the stop
+    started = time.monotonic()
+    graph.__exit__(None, None, None)
+    assert time.monotonic() - started < 10
+    err = capsys.readouterr().err
+    assert f"node clean (pid {graph.processes['clean'].pid}) exited with status -15 on its stop" in err
+    assert "node failing" in err and "exited with status 3 on its stop" in err
+    assert "node slow" in err and "still running 0.5 s after SIGTERM; its threads:" in err and ": state S, policy 0" in err
+    assert f"node slow (pid {graph.processes['slow'].pid}) exited" not in err  # it stopped with status 0
+    assert "node stuck" in err and "killed: still running 2 s after SIGTERM" in err
+    assert all(process.returncode is not None for process in graph.processes.values())
+    for process in graph.processes.values():
+        process.stdout.close()
