@@ -207,3 +207,31 @@ def test_node_processes_name_a_node_that_is_slow_to_stop_fails_on_its_stop_or_ha
     assert all(process.returncode is not None for process in graph.processes.values())
     for process in graph.processes.values():
         process.stdout.close()
+
+
+def test_a_stop_signal_handled_past_the_executors_wait_deadline_does_not_park_it_for_good():
+    """CPython 3.11's SimpleQueue.get(timeout): a signal handler that runs inside the wait and outlasts its
+    deadline leaves a negative timeout, which the next wait reads as "for ever" (gdb caught node processes
+    there, `PyThread_acquire_lock_timed(microseconds=-372)`, about one demo stop in seventeen)."""
+    import subprocess
+    import sys
+
+    code = ("import signal, threading, time\n"
+            "from dbp_control.middleware.port import Executor\n"
+            "executor, stop = Executor(), threading.Event()\n"
+            "def on_signal(*_):\n"
+            "    time.sleep(0.3)  # well past the executor's wait of at most 0.1 s\n"
+            "    stop.set()\n"
+            "signal.signal(signal.SIGUSR2, on_signal)\n"
+            "main = threading.main_thread().ident\n"
+            "threading.Timer(0.05, signal.pthread_kill, (main, signal.SIGUSR2)).start()\n"
+            "started = time.monotonic()\n"
+            "executor.spin(until=stop.is_set)\n"
+            "print(f'returned after {time.monotonic() - started:.1f} s')\n")
+    try:
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the executor was still waiting 20 s after its stop")
+    assert result.returncode == 0, result.stderr
+    seconds = float(result.stdout.split()[2])
+    assert 0.3 <= seconds < 1.0, result.stdout

@@ -177,7 +177,10 @@ class Executor:
     schedule that skips missed periods instead of bursting to catch up."""
 
     def __init__(self) -> None:
-        self._posted: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        # not SimpleQueue: in CPython 3.11 a signal handled inside its timed get, past the deadline, turns the next
+        # wait into one without end (a node parked for good on SIGTERM); Queue waits through threading's lock,
+        # which reads a deadline passed in a handler as a timeout
+        self._posted: queue.Queue[Callable[[], None]] = queue.Queue()
         self._timers: list[tuple[float, int, Timer]] = []
         self._order = itertools.count()
         self._stopped = threading.Event()
