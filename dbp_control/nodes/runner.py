@@ -72,9 +72,9 @@ STOP_DEADLINE_S = 10.0  # how long a node's executors may take to return once st
 def exit_if_stop_outlasts(stop: threading.Event, deadline_s: float) -> Iterator[None]:
     """Once `stop` is set, the block has `deadline_s` to finish; past that, every thread's stack is printed to
     stderr and the process exits with status 1. faulthandler's watchdog does both from a thread of its own
-    that needs no GIL, so an interpreter whose main thread never gets the GIL back cannot hold it up: a
-    node once spun on after SIGTERM, its stop set, its main thread parked in the executor's wait for good,
-    and whoever supervised it (ros2 launch, a test) waited on a process that would never end."""
+    that needs no GIL, so an interpreter whose main thread never gets the GIL back cannot hold it up. Nodes
+    did park for good on SIGTERM (their executor's queue wait, fixed in `Executor`), and whoever supervised
+    them (ros2 launch, a test) waited on a process that would never end; this bounds whatever else might."""
     if not math.isfinite(deadline_s) or deadline_s <= 0:
         raise ValueError(f"deadline_s must be a finite number > 0, got {deadline_s}")
 
