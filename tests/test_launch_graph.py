@@ -183,12 +183,14 @@ def test_node_processes_name_a_node_that_is_slow_to_stop_fails_on_its_stop_or_ha
     from dbp_control.nodes.processes import NodeProcesses
 
     monkeypatch.setattr(processes, "STOP_REPORT_S", 0.5)
-    monkeypatch.setattr(processes, "STOP_KILL_S", 2.0)
-    prelude = "import signal, sys, time\nprint('up', flush=True)\n"
-    codes = {"clean": prelude + "time.sleep(60)\n",  # the default SIGTERM action: killed by it, status -15
-             "failing": prelude + "signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))\ntime.sleep(60)\n",
-             "slow": prelude + "signal.signal(signal.SIGTERM, lambda *_: None)\ntime.sleep(1.0)\ntime.sleep(1.0)\n",
-             "stuck": prelude + "signal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n"}
+    monkeypatch.setattr(processes, "STOP_KILL_S", 4.0)
+    handlers = {"clean": "signal.SIG_DFL",  # the default SIGTERM action: killed by it, status -15
+                "failing": "lambda *_: sys.exit(3)",
+                "slow": "lambda *_: None",  # the sleep goes on: status 0 about 2 s after its start
+                "stuck": "signal.SIG_IGN"}
+    codes = {name: f"import signal, sys, time\nsignal.signal(signal.SIGTERM, {handler})\nprint('up', flush=True)\n"
+                   + ("time.sleep(1.0)\ntime.sleep(1.0)\n" if name == "slow" else "time.sleep(60)\n")
+             for name, handler in handlers.items()}
     graph = NodeProcesses({})
     graph.router = type("Router", (), {"close": lambda self: None})()
     graph.processes = {name: subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
@@ -203,8 +205,9 @@ def test_node_processes_name_a_node_that_is_slow_to_stop_fails_on_its_stop_or_ha
     assert "node failing" in err and "exited with status 3 on its stop" in err
     assert "node slow" in err and "still running 0.5 s after SIGTERM; its threads:" in err and ": state S, policy 0" in err
     assert f"node slow (pid {graph.processes['slow'].pid}) exited" not in err  # it stopped with status 0
-    assert "node stuck" in err and "killed: still running 2 s after SIGTERM" in err
+    assert "node stuck" in err and "killed: still running 4 s after SIGTERM" in err
     assert all(process.returncode is not None for process in graph.processes.values())
+    assert processes.thread_states(graph.processes["clean"].pid) == "  (the process has exited meanwhile)"
     for process in graph.processes.values():
         process.stdout.close()
 

@@ -91,8 +91,12 @@ def thread_states(pid: int) -> str:
     """A line per thread of `pid` from /proc: name, state (R running, S sleeping, D uninterruptible), scheduling
     policy (0 normal, 1 SCHED_FIFO), real-time priority and CPU ticks, to tell a deadlock (all asleep) from
     starvation (runnable, no ticks gained)."""
+    try:
+        tids = sorted(os.listdir(f"/proc/{pid}/task"), key=int)
+    except OSError:
+        return "  (the process has exited meanwhile)"
     lines = []
-    for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+    for tid in tids:
         try:
             name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
             fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
