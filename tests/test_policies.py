@@ -69,27 +69,6 @@ def test_dbp_diagnostics_report_drift_forces():
     assert {"scale", "spread", "force_rms_tau=0.02", "force_rms_tau=0.05", "force_rms_tau=0.2"} <= set(diagnostics)
 
 
-def test_the_zero_noise_query_adds_f_of_0_to_the_field_without_moving_the_g_samples():
-    batch = {"state": torch.randn(8, 2, 4), "action": torch.randn(8, 8, 2)}
-    plain, queried = _policy(DBPConfig(**SHAPE)), _policy(DBPConfig(**SHAPE, zero_noise_query=True))
-    inputs = []
-    queried.net.register_forward_hook(lambda _net, args, _out: inputs.append(args[0].detach()))
-    torch.manual_seed(1)
-    plain_loss, _ = plain.compute_loss(batch)
-    torch.manual_seed(1)
-    loss, diagnostics = queried.compute_loss(batch)
-    # one call on G + 1 inputs per observation, the last of each all zeros
-    z = inputs[0].reshape(8, 5, 8, 2)
-    assert (z[:, 4] == 0).all() and (z[:, :4].abs() > 0).all()
-    # the G samples' field is the plain policy's (same draws; the query repels none of them), and the query's
-    # loss weighs like one more sample
-    assert loss.item() == pytest.approx((4 * plain_loss.item() + diagnostics["zero_noise_loss"].item()) / 5, rel=1e-6)
-    assert diagnostics["zero_noise_loss"] > 0 and "zero_noise_loss" not in plain.compute_loss(batch)[1]
-    with pytest.raises(ValueError, match="zero_noise_query must be True or False, got 1"):
-        DBPConfig(**SHAPE, zero_noise_query=1)
-    assert config_from_dict(DBPConfig(**SHAPE, zero_noise_query=True).to_dict()).zero_noise_query is True
-
-
 def test_the_noise_skip_adds_c_times_z_to_the_u_nets_chunk():
     plain, skipped = _policy(DBPConfig(**SHAPE)).eval(), _policy(DBPConfig(**SHAPE, noise_skip=0.5)).eval()
     torch.testing.assert_close(plain.net.state_dict(), skipped.net.state_dict())  # the same weights

@@ -107,10 +107,9 @@ def drift_loss(
         drift = torch.zeros_like(x_s)
         # the samples' mutual distance over their distance to the demonstrations: far below 1, they have collapsed
         # onto one point that the demonstrations hardly attract (affinity exp(-ratio / tau)), and training stalls
-        diagnostics: dict[str, torch.Tensor] = {"scale": scale}
-        if n_gen > 1:  # one query (a zero-noise query beside its negatives) has no spread
-            pairs = ~torch.eye(n_gen, dtype=torch.bool, device=x.device)
-            diagnostics["spread"] = dist[:, :, :n_gen][:, pairs].mean() / dist[:, :, n_rep:].mean().clamp_min(1e-8)
+        pairs = ~torch.eye(n_gen, dtype=torch.bool, device=x.device)
+        spread = dist[:, :, :n_gen][:, pairs].mean() / dist[:, :, n_rep:].mean().clamp_min(1e-8)
+        diagnostics: dict[str, torch.Tensor] = {"scale": scale, "spread": spread}
         for tau in temperatures:
             logits = -dist_n / tau
             affinity = (logits.softmax(dim=-1) * logits.softmax(dim=-2)).clamp_min(1e-6).sqrt()
