@@ -9,7 +9,6 @@ from dbp_control.core.policies import (
     config_from_dict,
     make_policy,
 )
-from dbp_control.core.policies.dbp.drift import drift_loss
 from dbp_control.core.policies.diffusion.scheduler import NoiseScheduler, denoise_step
 from dbp_control.core.policies.normalizer import MinMaxNormalizer
 
@@ -68,33 +67,6 @@ def test_noise_scale_zero_samples_one_chunk_per_observation(config):
 def test_dbp_diagnostics_report_drift_forces():
     _, diagnostics = _policy(DBPConfig(**SHAPE)).compute_loss({"state": torch.randn(8, 2, 4), "action": torch.randn(8, 8, 2)})
     assert {"scale", "spread", "force_rms_tau=0.02", "force_rms_tau=0.05", "force_rms_tau=0.2"} <= set(diagnostics)
-
-
-def test_the_zero_noise_draw_joins_the_g_random_draws_as_one_more_sample():
-    batch = {"state": torch.randn(8, 2, 4), "action": torch.randn(8, 8, 2)}
-    plain, drawn = _policy(DBPConfig(**SHAPE)), _policy(DBPConfig(**SHAPE, zero_noise_draw=True))
-    inputs = {}
-    for name, policy in (("plain", plain), ("drawn", drawn)):
-        policy.net.register_forward_hook(lambda _net, args, _out, name=name: inputs.setdefault(name, args[0].detach()))
-        torch.manual_seed(1)
-        loss, diagnostics = policy.compute_loss(batch)
-        assert torch.isfinite(loss)
-    # one call on G + 1 inputs per observation: the plain policy's G draws, then z = 0
-    z = inputs["drawn"].reshape(8, 5, 8, 2)
-    torch.testing.assert_close(z[:, :4], inputs["plain"].reshape(8, 4, 8, 2))
-    assert (z[:, 4] == 0).all()
-    # the zero draw is one of the field's samples: the loss is drift_loss over all G + 1 of them
-    torch.manual_seed(1)
-    loss, _ = drawn.compute_loss(batch)
-    with torch.no_grad():
-        cond = drawn.encode(batch["state"], None)
-        gen = drawn.generate(z.flatten(0, 1), cond.repeat_interleave(5, dim=0)).reshape(8, 5, 16)
-        expected, _ = drift_loss(gen, drawn.action_normalizer.normalize(batch["action"]).reshape(8, 1, 16),
-                                 drawn.config.temperatures)
-    assert loss.item() == pytest.approx(expected.mean().item(), rel=1e-5)
-    with pytest.raises(ValueError, match="zero_noise_draw must be True or False, got 1"):
-        DBPConfig(**SHAPE, zero_noise_draw=1)
-    assert config_from_dict(DBPConfig(**SHAPE, zero_noise_draw=True).to_dict()).zero_noise_draw is True
 
 
 def test_the_noise_skip_adds_c_times_z_to_the_u_nets_chunk():

@@ -136,8 +136,6 @@ def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
     assert folder("dbp", object_noise=0.1, noise_skip=0.2) == tmp_path / "dbp_object_noise0.1_skip0.2"
     assert folder("diffusion", noise_skip=0.2) == tmp_path / "diffusion"
     assert folder("dbp", noise_skip=0.2, noise_skip_fade_steps=1500) == tmp_path / "dbp_skip0.2_fade1500"
-    assert folder("dbp", noise_skip=0.2, zero_noise_draw=True) == tmp_path / "dbp_skip0.2_zerodraw"
-    assert folder("diffusion", zero_noise_draw=True) == tmp_path / "diffusion"
     # a learning rate is both methods' unless DBP is given its own
     assert folder("diffusion", state_noise=0.1, lr=3e-3) == tmp_path / "diffusion_state_noise0.1_lr0.003"
     assert folder("dbp", state_noise=0.1, lr=3e-3) == tmp_path / "dbp_state_noise0.1_lr0.003"
@@ -662,19 +660,17 @@ def test_samplers_are_for_diffusion_only(state_checkpoint, tmp_path):
 
 def test_the_drift_field_settings_reach_the_dbp_config_and_are_dbp_only(tmp_path):
     dataset = make_dataset(tmp_path / "d.zarr")
-    recipe = TrainRecipe(method="dbp", num_generated=6, temperatures=(0.1, 0.3), noise_skip=0.5,
-                         zero_noise_draw=True, **TINY)
+    recipe = TrainRecipe(method="dbp", num_generated=6, temperatures=(0.1, 0.3), noise_skip=0.5, **TINY)
     config = train_on_dataset(dataset, recipe, tmp_path / "t", progress=False).train.policy.config
-    assert (config.num_generated, config.temperatures, config.noise_skip, config.zero_noise_draw) == (6, (0.1, 0.3), 0.5, True)
+    assert (config.num_generated, config.temperatures, config.noise_skip) == (6, (0.1, 0.3), 0.5)
     assert read_checkpoint(tmp_path / "t" / "checkpoint.pt")["metadata"]["recipe"]["num_generated"] == 6
     # the noise skip is part of the exported graph: ONNX Runtime's chunk is the torch policy's
     export_policy(tmp_path / "t" / "checkpoint.pt", tmp_path / "m")
     diff, _ = parity(tmp_path / "m", tmp_path / "t" / "checkpoint.pt")
     assert diff < 1e-4
-    for option in ({"num_generated": 8}, {"noise_skip": 0.5}, {"noise_skip_fade_steps": 2}, {"zero_noise_draw": True}):
-        with pytest.raises(ValueError, match="num_generated, temperatures, neighbour_positives, noise_skip, "
-                                             "noise_skip_fade_steps and zero_noise_draw are DBP's; method "
-                                             "'diffusion' has none"):
+    for option in ({"num_generated": 8}, {"noise_skip": 0.5}, {"noise_skip_fade_steps": 2}):
+        with pytest.raises(ValueError, match="num_generated, temperatures, neighbour_positives, noise_skip and "
+                                             "noise_skip_fade_steps are DBP's; method 'diffusion' has none"):
             TrainRecipe(method="diffusion", **option)
 
 

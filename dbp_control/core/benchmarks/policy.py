@@ -79,7 +79,6 @@ class PolicyBenchConfig:
     neighbour_positives: int = DBPConfig.neighbour_positives
     noise_skip: float = DBPConfig.noise_skip
     noise_skip_fade_steps: int = DBPConfig.noise_skip_fade_steps
-    zero_noise_draw: bool = DBPConfig.zero_noise_draw
     temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
     eval_episodes: int = 50
     # each method is evaluated at each sampling-noise scale (`PolicyEngine.noise_scale`; 1: the learned
@@ -335,7 +334,7 @@ def bench_recipe(cfg: PolicyBenchConfig, method: str, seed: int, task: str) -> T
     return TrainRecipe(**common, batch_size=cfg.dbp_batch_size or cfg.batch_size, lr=dbp_lr,
                        num_generated=cfg.num_generated, neighbour_positives=cfg.neighbour_positives,
                        noise_skip=cfg.noise_skip, noise_skip_fade_steps=cfg.noise_skip_fade_steps,
-                       zero_noise_draw=cfg.zero_noise_draw, temperatures=tuple(cfg.temperatures))
+                       temperatures=tuple(cfg.temperatures))
 
 
 def training_folder(task_root: Path, recipe: TrainRecipe, batch_size: int) -> Path:
@@ -363,8 +362,6 @@ def training_folder(task_root: Path, recipe: TrainRecipe, batch_size: int) -> Pa
             parts.append(f"skip{recipe.noise_skip:g}")
         if recipe.noise_skip_fade_steps != DBPConfig.noise_skip_fade_steps:
             parts.append(f"fade{recipe.noise_skip_fade_steps}")
-        if recipe.zero_noise_draw != DBPConfig.zero_noise_draw:
-            parts.append("zerodraw")
         if tuple(recipe.temperatures) != DEFAULT_TEMPERATURES:
             parts.append("tau" + "-".join(f"{t:g}" for t in recipe.temperatures))
     return task_root / ("_".join(parts) + _seed_suffix(recipe.seed))

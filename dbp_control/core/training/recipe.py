@@ -28,8 +28,7 @@ OBSERVATIONS = ("state", "image")
 DBP_DEFAULTS: dict[str, Any] = {"num_generated": DBPConfig.num_generated, "temperatures": DEFAULT_TEMPERATURES,
                                 "neighbour_positives": DBPConfig.neighbour_positives,
                                 "noise_skip": DBPConfig.noise_skip,
-                                "noise_skip_fade_steps": DBPConfig.noise_skip_fade_steps,
-                                "zero_noise_draw": DBPConfig.zero_noise_draw}
+                                "noise_skip_fade_steps": DBPConfig.noise_skip_fade_steps}
 
 
 @dataclass(frozen=True)
@@ -57,13 +56,12 @@ class TrainRecipe:
     neighbour_positives: int = DBPConfig.neighbour_positives
     noise_skip: float = DBPConfig.noise_skip  # c: the generator is c * z + U-Net(z, obs)
     noise_skip_fade_steps: int = DBPConfig.noise_skip_fade_steps  # N > 0: c falls to 0 over the first N steps
-    zero_noise_draw: bool = DBPConfig.zero_noise_draw  # z = 0 joins each observation's G draws
 
     def dbp_settings(self) -> dict[str, Any]:
         """The DBP-only fields, as DBPConfig takes them."""
         return {"num_generated": self.num_generated, "temperatures": tuple(self.temperatures),
                 "neighbour_positives": self.neighbour_positives, "noise_skip": self.noise_skip,
-                "noise_skip_fade_steps": self.noise_skip_fade_steps, "zero_noise_draw": self.zero_noise_draw}
+                "noise_skip_fade_steps": self.noise_skip_fade_steps}
 
     def __post_init__(self) -> None:
         if self.method not in available_methods():

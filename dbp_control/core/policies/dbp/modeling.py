@@ -26,20 +26,17 @@ class DBPConfig(PolicyConfig):
     # N > 0: the skip falls linearly from c to 0 over the first N training steps, so it only lifts the samples
     # out of the collapsed start and the trained generator (evaluated, exported) is the U-Net alone
     noise_skip_fade_steps: int = 0
-    # True: each observation's samples are its G draws of z and one more at z = 0, the chunk `noise_scale` 0
-    # executes, repelling and repelled like the others; a field has no pull on a chunk outside the samples
-    zero_noise_draw: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.temperatures = tuple(float(t) for t in self.temperatures)
         self.noise_skip = float(self.noise_skip)
         check_dbp_settings(self.num_generated, self.temperatures, self.neighbour_positives, self.noise_skip,
-                           self.noise_skip_fade_steps, self.zero_noise_draw)
+                           self.noise_skip_fade_steps)
 
 
 def check_dbp_settings(num_generated: int, temperatures: tuple[float, ...], neighbour_positives: int,
-                       noise_skip: float, noise_skip_fade_steps: int, zero_noise_draw: bool = False) -> None:
+                       noise_skip: float, noise_skip_fade_steps: int) -> None:
     """Refuse DBP's drift-field and generator settings, naming the field: one check for the policy's config and
     for a training recipe, which runs it before any work (the bench: before it records demonstrations)."""
     if num_generated < 2:
@@ -55,8 +52,6 @@ def check_dbp_settings(num_generated: int, temperatures: tuple[float, ...], neig
         raise ValueError(f"noise_skip_fade_steps must be an integer >= 0, got {noise_skip_fade_steps!r}")
     if noise_skip_fade_steps and not noise_skip:
         raise ValueError("noise_skip_fade_steps fades the noise skip out, but noise_skip is 0")
-    if not isinstance(zero_noise_draw, bool):
-        raise ValueError(f"zero_noise_draw must be True or False, got {zero_noise_draw!r}")
 
 
 @register_policy
@@ -83,12 +78,9 @@ class DBPPolicy(Policy):
                              neighbour_action: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """`neighbour_action`: [B, K, T, D] other demonstrations' chunks, positives beside `action`."""
         batch, horizon, dim = action.shape
-        n_draws = self.config.num_generated
-        n_gen = n_draws + int(self.config.zero_noise_draw)
-        # the zero draw is last: the G random draws are the same with or without it
-        z = torch.cat([torch.randn(batch, n_draws, horizon, dim, device=action.device),
-                       torch.zeros(batch, n_gen - n_draws, horizon, dim, device=action.device)], dim=1)
-        gen = self.generate(z.flatten(0, 1), cond.repeat_interleave(n_gen, dim=0))
+        n_gen = self.config.num_generated
+        z = torch.randn(batch * n_gen, horizon, dim, device=action.device)
+        gen = self.generate(z, cond.repeat_interleave(n_gen, dim=0))
         pos = action.reshape(batch, 1, horizon * dim)
         if neighbour_action is not None:
             pos = torch.cat([pos, neighbour_action.reshape(batch, -1, horizon * dim)], dim=1)
