@@ -9,6 +9,7 @@ from dbp_control.core.policies import (
     config_from_dict,
     make_policy,
 )
+from dbp_control.core.policies.dbp.drift import sample_unit
 from dbp_control.core.policies.diffusion.scheduler import NoiseScheduler, denoise_step
 from dbp_control.core.policies.normalizer import MinMaxNormalizer
 
@@ -95,6 +96,38 @@ def test_a_faded_noise_skip_falls_linearly_to_0_and_leaves_the_trained_generator
             DBPConfig(**SHAPE, noise_skip=0.2, noise_skip_fade_steps=bad)
     with pytest.raises(ValueError, match="noise_skip_fade_steps fades the noise skip out, but noise_skip is 0"):
         DBPConfig(**SHAPE, noise_skip_fade_steps=10)
+
+
+def test_the_zero_noise_weight_adds_w_times_f0s_squared_distance_to_its_nearest_sample():
+    plain, weighted = _policy(DBPConfig(**SHAPE)), _policy(DBPConfig(**SHAPE, zero_noise_weight=0.5))
+    torch.testing.assert_close(plain.net.state_dict(), weighted.net.state_dict())  # the same weights
+    cond, action, n_gen = plain.encode(torch.randn(3, 2, 4)), torch.randn(3, 8, 2), DBPConfig.num_generated
+    torch.manual_seed(1)
+    loss_plain, logged_plain = plain.loss_from_normalized(cond, action)
+    torch.manual_seed(1)
+    loss, logged = weighted.loss_from_normalized(cond, action)
+    assert "zero_noise_loss" not in logged_plain and logged["zero_noise_loss"] > 0
+    torch.testing.assert_close(loss, loss_plain + 0.5 * logged["zero_noise_loss"])
+    # by hand: the same draws, f(0, obs), and the sample of its own observation nearest to it
+    torch.manual_seed(1)
+    samples = weighted.generate(torch.randn(3 * n_gen, 8, 2), cond.repeat_interleave(n_gen, dim=0)).reshape(3, n_gen, 16)
+    zero = weighted.generate(torch.zeros(3, 8, 2), cond).reshape(3, 16)
+    nearest = torch.stack([min(samples[i], key=lambda sample: float((sample - zero[i]).detach().norm())) for i in range(3)])
+    expected = (((zero - nearest) / sample_unit(logged["scale"], 16)) ** 2).mean()
+    torch.testing.assert_close(logged["zero_noise_loss"], expected)
+    # the samples are the target, not trained by it: the term adds the gradient of f(0, obs)'s distance to them only
+    def grads(value):
+        return torch.autograd.grad(value, list(weighted.net.parameters()), allow_unused=True)
+
+    with_term, term_alone = grads(loss), grads(0.5 * (((zero - nearest.detach()) / sample_unit(logged["scale"], 16)) ** 2).mean())
+    plain_grads = torch.autograd.grad(loss_plain, list(plain.net.parameters()), allow_unused=True)
+    for total, base, term in zip(with_term, plain_grads, term_alone):
+        if term is not None:
+            torch.testing.assert_close(total, base + term)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="zero_noise_weight must be a finite number >= 0"):
+            DBPConfig(**SHAPE, zero_noise_weight=bad)
+    assert config_from_dict(DBPConfig(**SHAPE, zero_noise_weight=0.5).to_dict()).zero_noise_weight == 0.5
 
 
 def test_bc_ignores_noise():

@@ -136,6 +136,8 @@ def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
     assert folder("dbp", object_noise=0.1, noise_skip=0.2) == tmp_path / "dbp_object_noise0.1_skip0.2"
     assert folder("diffusion", noise_skip=0.2) == tmp_path / "diffusion"
     assert folder("dbp", noise_skip=0.2, noise_skip_fade_steps=1500) == tmp_path / "dbp_skip0.2_fade1500"
+    assert folder("dbp", temperatures=(0.2, 0.5, 1.0), zero_noise_weight=1.0) == tmp_path / "dbp_tau0.2-0.5-1_zero1"
+    assert folder("diffusion", zero_noise_weight=1.0) == tmp_path / "diffusion"
     # a learning rate is both methods' unless DBP is given its own
     assert folder("diffusion", state_noise=0.1, lr=3e-3) == tmp_path / "diffusion_state_noise0.1_lr0.003"
     assert folder("dbp", state_noise=0.1, lr=3e-3) == tmp_path / "dbp_state_noise0.1_lr0.003"
@@ -660,17 +662,21 @@ def test_samplers_are_for_diffusion_only(state_checkpoint, tmp_path):
 
 def test_the_drift_field_settings_reach_the_dbp_config_and_are_dbp_only(tmp_path):
     dataset = make_dataset(tmp_path / "d.zarr")
-    recipe = TrainRecipe(method="dbp", num_generated=6, temperatures=(0.1, 0.3), noise_skip=0.5, **TINY)
+    recipe = TrainRecipe(method="dbp", num_generated=6, temperatures=(0.1, 0.3), noise_skip=0.5, zero_noise_weight=1.0,
+                         **TINY)
     config = train_on_dataset(dataset, recipe, tmp_path / "t", progress=False).train.policy.config
-    assert (config.num_generated, config.temperatures, config.noise_skip) == (6, (0.1, 0.3), 0.5)
+    assert (config.num_generated, config.temperatures, config.noise_skip, config.zero_noise_weight) == (6, (0.1, 0.3), 0.5, 1.0)
+    logged = [json.loads(line) for line in (tmp_path / "t" / METRICS_NAME).read_text().splitlines()]
+    assert all(row["zero_noise_loss"] > 0 for row in logged if "loss" in row)  # the z = 0 term, every step
     assert read_checkpoint(tmp_path / "t" / "checkpoint.pt")["metadata"]["recipe"]["num_generated"] == 6
     # the noise skip is part of the exported graph: ONNX Runtime's chunk is the torch policy's
     export_policy(tmp_path / "t" / "checkpoint.pt", tmp_path / "m")
     diff, _ = parity(tmp_path / "m", tmp_path / "t" / "checkpoint.pt")
     assert diff < 1e-4
-    for option in ({"num_generated": 8}, {"noise_skip": 0.5}, {"noise_skip_fade_steps": 2}):
-        with pytest.raises(ValueError, match="num_generated, temperatures, neighbour_positives, noise_skip and "
-                                             "noise_skip_fade_steps are DBP's; method 'diffusion' has none"):
+    for option in ({"num_generated": 8}, {"noise_skip": 0.5}, {"noise_skip_fade_steps": 2}, {"zero_noise_weight": 1.0}):
+        with pytest.raises(ValueError, match="num_generated, temperatures, neighbour_positives, noise_skip, "
+                                             "noise_skip_fade_steps and zero_noise_weight are DBP's; method "
+                                             "'diffusion' has none"):
             TrainRecipe(method="diffusion", **option)
 
 
@@ -704,6 +710,7 @@ def test_a_faded_noise_skip_is_logged_each_step_and_gone_from_the_trained_and_ex
     ({"noise_skip": float("nan")}, "noise_skip must be a finite number >= 0"),
     ({"noise_skip": 0.2, "noise_skip_fade_steps": 1.5}, "noise_skip_fade_steps must be an integer >= 0"),
     ({"noise_skip_fade_steps": 2}, "noise_skip_fade_steps fades the noise skip out, but noise_skip is 0"),
+    ({"zero_noise_weight": -1.0}, "zero_noise_weight must be a finite number >= 0"),
 ])
 def test_a_recipe_refuses_the_bad_drift_settings_its_dbp_config_would(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -851,11 +858,13 @@ def test_cli_train_export_eval(tmp_path):
     cli = [sys.executable, "-m", "dbp_control.cli.main"]
     train = subprocess.run(cli + ["train", str(dataset), "--down-dims", "16,32", "--horizon", "8", "--n-action-steps", "4",
                                   "--steps", "2", "--batch-size", "4", "--state-noise", "0.05", "--object-noise", "0.2",
-                                  "--out", str(tmp_path / "t"), "--quiet"], capture_output=True, text=True, timeout=300)
+                                  "--zero-noise-weight", "0.5", "--out", str(tmp_path / "t"), "--quiet"],
+                           capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr
     assert "validation loss" in train.stdout and (tmp_path / "t" / "loss.png").exists()
     saved = read_checkpoint(tmp_path / "t" / "checkpoint.pt")
     assert (saved["metadata"]["recipe"]["state_noise"], saved["metadata"]["recipe"]["object_noise"]) == (0.05, 0.2)
+    assert saved["policy_config"]["zero_noise_weight"] == 0.5
     assert tuple(saved["train_config"]["state_noise"]) == (0.05,) * 14 + (0.2,) * 14
     bad_noise = subprocess.run(cli + ["train", str(dataset), "--state-noise", "-1"], capture_output=True, text=True,
                                timeout=120)
@@ -863,6 +872,9 @@ def test_cli_train_export_eval(tmp_path):
     bad_lr = subprocess.run(cli + ["bench", "policy", "--dbp-lr", "0", "--out", str(tmp_path / "b")], capture_output=True,
                             text=True, timeout=120)
     assert bad_lr.returncode == 2 and "--dbp-lr: must be a finite number > 0, got 0" in bad_lr.stderr
+    bad_weight = subprocess.run(cli + ["bench", "policy", "--zero-noise-weight", "-1", "--out", str(tmp_path / "b")],
+                                capture_output=True, text=True, timeout=120)
+    assert bad_weight.returncode == 2 and "--zero-noise-weight: must be a finite number >= 0, got -1" in bad_weight.stderr
     twice = subprocess.run(cli + ["bench", "policy", "--noise-scale", "0", "--noise-scale", "0", "--out",
                                   str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
     assert twice.returncode == 2 and "noise_scales must be one or more different scales, got [0.0, 0.0]" in twice.stderr

@@ -123,7 +123,7 @@ def _bench_policy(args: argparse.Namespace) -> int:
                             dbp_batch_size=args.dbp_batch_size,
                             num_generated=args.num_generated, neighbour_positives=args.neighbour_positives,
                             noise_skip=args.noise_skip, noise_skip_fade_steps=args.noise_skip_fade,
-                            temperatures=args.temperatures,
+                            zero_noise_weight=args.zero_noise_weight, temperatures=args.temperatures,
                             eval_episodes=args.episodes, noise_scales=tuple(args.noise_scale or (1.0,)),
                             seeds=tuple(args.seed or PolicyBenchConfig.seeds), latency_calls=args.latency_calls,
                             threads=args.threads, reuse_evaluations=not args.re_evaluate, progress=not args.quiet)
@@ -296,7 +296,7 @@ def _train(args: argparse.Namespace) -> int:
                          steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_max_decay=args.ema_decay,
                          seed=args.seed, num_generated=args.num_generated, temperatures=args.temperatures,
                          neighbour_positives=args.neighbour_positives, noise_skip=args.noise_skip,
-                         noise_skip_fade_steps=args.noise_skip_fade,
+                         noise_skip_fade_steps=args.noise_skip_fade, zero_noise_weight=args.zero_noise_weight,
                          state_noise=args.state_noise, object_noise=args.object_noise)
     out = args.out or Path("outputs") / "train" / f"{args.dataset.stem}_{args.method}_{args.obs}"
     result = train_on_dataset(args.dataset, recipe, out, resume=not args.fresh, progress=not args.quiet)
@@ -545,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="DBP: its generator outputs C * z + U-Net(z, obs) (see dbp train)")
     pb.add_argument("--noise-skip-fade", type=_non_negative_int, default=pb_defaults.noise_skip_fade_steps,
                     metavar="N", help="DBP: C falls linearly to 0 over the first N training steps (see dbp train)")
+    pb.add_argument("--zero-noise-weight", type=_non_negative_float, default=pb_defaults.zero_noise_weight, metavar="W",
+                    help="DBP: pulls its z = 0 chunk onto the nearest of its samples (see dbp train)")
     pb.add_argument("--temperatures", type=_temperatures, default=pb_defaults.temperatures,
                     help="DBP: kernel temperatures of the drift field, comma-separated")
     pb.add_argument("--episodes", type=_positive_int, default=pb_defaults.eval_episodes, help="evaluation episodes")
@@ -725,6 +727,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--noise-skip-fade", type=_non_negative_int, default=t.noise_skip_fade_steps, metavar="N",
                     help="DBP: C falls linearly to 0 over the first N training steps, so the trained generator "
                     "is U-Net(z, obs) alone (0: C stays)")
+    tr.add_argument("--zero-noise-weight", type=_non_negative_float, default=t.zero_noise_weight, metavar="W",
+                    help="DBP: adds W times the squared distance from f(0, obs), the chunk deployed at noise scale 0, "
+                    "to the nearest of the observation's samples, so that chunk is one the learned distribution "
+                    "draws (0: z = 0 is not trained)")
     tr.add_argument("--state-noise", type=_non_negative_float, default=t.state_noise, metavar="STD",
                     help="std of a random offset added to each training window's observed state, in normalised "
                     "units (each feature's range is [-1, 1]); the same offset at every observation step")

@@ -73,12 +73,14 @@ class PolicyBenchConfig:
     lr: float = TrainRecipe.lr  # both methods' peak learning rate, unless dbp_lr sets DBP's
     dbp_lr: float | None = None
     # DBP's drift field: observations per step (None: batch_size), samples per observation, neighbour
-    # positives and kernel temperatures, and its generator's noise skip and the steps it fades over (`TrainRecipe`)
+    # positives and kernel temperatures, its generator's noise skip and the steps it fades over, and the weight
+    # that pulls its z = 0 chunk onto the nearest sample (`TrainRecipe`)
     dbp_batch_size: int | None = None
     num_generated: int = DBPConfig.num_generated
     neighbour_positives: int = DBPConfig.neighbour_positives
     noise_skip: float = DBPConfig.noise_skip
     noise_skip_fade_steps: int = DBPConfig.noise_skip_fade_steps
+    zero_noise_weight: float = DBPConfig.zero_noise_weight
     temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
     eval_episodes: int = 50
     # each method is evaluated at each sampling-noise scale (`PolicyEngine.noise_scale`; 1: the learned
@@ -334,7 +336,7 @@ def bench_recipe(cfg: PolicyBenchConfig, method: str, seed: int, task: str) -> T
     return TrainRecipe(**common, batch_size=cfg.dbp_batch_size or cfg.batch_size, lr=dbp_lr,
                        num_generated=cfg.num_generated, neighbour_positives=cfg.neighbour_positives,
                        noise_skip=cfg.noise_skip, noise_skip_fade_steps=cfg.noise_skip_fade_steps,
-                       temperatures=tuple(cfg.temperatures))
+                       zero_noise_weight=cfg.zero_noise_weight, temperatures=tuple(cfg.temperatures))
 
 
 def training_folder(task_root: Path, recipe: TrainRecipe, batch_size: int) -> Path:
@@ -364,6 +366,8 @@ def training_folder(task_root: Path, recipe: TrainRecipe, batch_size: int) -> Pa
             parts.append(f"fade{recipe.noise_skip_fade_steps}")
         if tuple(recipe.temperatures) != DEFAULT_TEMPERATURES:
             parts.append("tau" + "-".join(f"{t:g}" for t in recipe.temperatures))
+        if recipe.zero_noise_weight != DBPConfig.zero_noise_weight:
+            parts.append(f"zero{recipe.zero_noise_weight:g}")
     return task_root / ("_".join(parts) + _seed_suffix(recipe.seed))
 
 

@@ -28,7 +28,8 @@ OBSERVATIONS = ("state", "image")
 DBP_DEFAULTS: dict[str, Any] = {"num_generated": DBPConfig.num_generated, "temperatures": DEFAULT_TEMPERATURES,
                                 "neighbour_positives": DBPConfig.neighbour_positives,
                                 "noise_skip": DBPConfig.noise_skip,
-                                "noise_skip_fade_steps": DBPConfig.noise_skip_fade_steps}
+                                "noise_skip_fade_steps": DBPConfig.noise_skip_fade_steps,
+                                "zero_noise_weight": DBPConfig.zero_noise_weight}
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,13 @@ class TrainRecipe:
     neighbour_positives: int = DBPConfig.neighbour_positives
     noise_skip: float = DBPConfig.noise_skip  # c: the generator is c * z + U-Net(z, obs)
     noise_skip_fade_steps: int = DBPConfig.noise_skip_fade_steps  # N > 0: c falls to 0 over the first N steps
+    zero_noise_weight: float = DBPConfig.zero_noise_weight  # w > 0: f(0, obs) pulled onto its nearest sample
 
     def dbp_settings(self) -> dict[str, Any]:
         """The DBP-only fields, as DBPConfig takes them."""
         return {"num_generated": self.num_generated, "temperatures": tuple(self.temperatures),
                 "neighbour_positives": self.neighbour_positives, "noise_skip": self.noise_skip,
-                "noise_skip_fade_steps": self.noise_skip_fade_steps}
+                "noise_skip_fade_steps": self.noise_skip_fade_steps, "zero_noise_weight": self.zero_noise_weight}
 
     def __post_init__(self) -> None:
         if self.method not in available_methods():

@@ -15,6 +15,11 @@ DEFAULT_TEMPERATURES: tuple[float, ...] = (0.02, 0.05, 0.2)
 SELF_DISTANCE_PENALTY = 100.0  # added to a sample's distance to itself so it never attracts or repels itself
 
 
+def sample_unit(scale: torch.Tensor, dim: int) -> torch.Tensor:
+    """The per-coordinate length the drift loss measures samples in: the mean distance `scale` over sqrt(dim)."""
+    return (scale / dim**0.5).clamp_min(1e-3)
+
+
 def _check_set(name: str, x: torch.Tensor, batch: int | None, dim: int | None) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"drift_loss: {name} must be a torch.Tensor, got {type(x).__name__}")
@@ -99,7 +104,7 @@ def drift_loss(
         sq = (x * x).sum(-1, keepdim=True) + (targets * targets).sum(-1)[:, None, :] - 2 * x @ targets.transpose(1, 2)
         dist = sq.clamp_min(1e-8).sqrt()  # [B, G, T]
         scale = (dist * weights[:, None, :]).mean() / weights.mean()
-        sx = (scale / dim**0.5).clamp_min(1e-3)
+        sx = sample_unit(scale, dim)
         x_s, targets_s = x / sx, targets / sx
         dist_n = dist / scale.clamp_min(1e-3)
         dist_n[:, :, :n_gen] += SELF_DISTANCE_PENALTY * torch.eye(n_gen, dtype=x.dtype, device=x.device)

@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 
 from dbp_control.core.policies.base import Policy, PolicyConfig, register_policy
-from dbp_control.core.policies.dbp.drift import DEFAULT_TEMPERATURES, drift_loss
+from dbp_control.core.policies.dbp.drift import DEFAULT_TEMPERATURES, drift_loss, sample_unit
 
 
 @dataclass
@@ -26,17 +26,23 @@ class DBPConfig(PolicyConfig):
     # N > 0: the skip falls linearly from c to 0 over the first N training steps, so it only lifts the samples
     # out of the collapsed start and the trained generator (evaluated, exported) is the U-Net alone
     noise_skip_fade_steps: int = 0
+    # w > 0: f(0, obs), the chunk deployed at noise scale 0, is pulled onto the nearest of its observation's G
+    # samples (weight w, in the drift loss's units). Without it z = 0 (norm 0, where the draws' norms are near
+    # sqrt(horizon * action_dim)) is an input training never constrains; regressed onto the demonstration
+    # instead, it becomes the conditional mean, which averages a task's modes (0/50 on transport seed 0)
+    zero_noise_weight: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.temperatures = tuple(float(t) for t in self.temperatures)
         self.noise_skip = float(self.noise_skip)
+        self.zero_noise_weight = float(self.zero_noise_weight)
         check_dbp_settings(self.num_generated, self.temperatures, self.neighbour_positives, self.noise_skip,
-                           self.noise_skip_fade_steps)
+                           self.noise_skip_fade_steps, self.zero_noise_weight)
 
 
 def check_dbp_settings(num_generated: int, temperatures: tuple[float, ...], neighbour_positives: int,
-                       noise_skip: float, noise_skip_fade_steps: int) -> None:
+                       noise_skip: float, noise_skip_fade_steps: int, zero_noise_weight: float) -> None:
     """Refuse DBP's drift-field and generator settings, naming the field: one check for the policy's config and
     for a training recipe, which runs it before any work (the bench: before it records demonstrations)."""
     if num_generated < 2:
@@ -52,6 +58,8 @@ def check_dbp_settings(num_generated: int, temperatures: tuple[float, ...], neig
         raise ValueError(f"noise_skip_fade_steps must be an integer >= 0, got {noise_skip_fade_steps!r}")
     if noise_skip_fade_steps and not noise_skip:
         raise ValueError("noise_skip_fade_steps fades the noise skip out, but noise_skip is 0")
+    if not math.isfinite(zero_noise_weight) or zero_noise_weight < 0:
+        raise ValueError(f"zero_noise_weight must be a finite number >= 0, got {zero_noise_weight}")
 
 
 @register_policy
@@ -84,10 +92,26 @@ class DBPPolicy(Policy):
         pos = action.reshape(batch, 1, horizon * dim)
         if neighbour_action is not None:
             pos = torch.cat([pos, neighbour_action.reshape(batch, -1, horizon * dim)], dim=1)
-        loss, diagnostics = drift_loss(gen.reshape(batch, n_gen, horizon * dim), pos, self.config.temperatures)
+        samples = gen.reshape(batch, n_gen, horizon * dim)
+        loss, diagnostics = drift_loss(samples, pos, self.config.temperatures)
+        loss = loss.mean()
+        if self.config.zero_noise_weight:
+            zero_noise = self._zero_noise_loss(cond, samples.detach(), sample_unit(diagnostics["scale"], horizon * dim))
+            diagnostics["zero_noise_loss"] = zero_noise.detach()
+            loss = loss + self.config.zero_noise_weight * zero_noise
         if self.config.noise_skip:  # a fading skip's coefficient at this step
             diagnostics["noise_skip"] = torch.tensor(self.skip)
-        return loss.mean(), diagnostics
+        return loss, diagnostics
+
+    def _zero_noise_loss(self, cond: torch.Tensor, samples: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
+        """Mean squared distance, in `unit`s, from f(0, obs) to the nearest of the observation's [B, G, N]
+        samples: the nearest, not the mean of the samples or the demonstration, so the deterministic chunk moves
+        onto one mode of the learned distribution rather than between them."""
+        batch, _, flat_dim = samples.shape
+        zero_noise = samples.new_zeros(batch, self.config.horizon, self.config.action_dim)
+        zero = self.generate(zero_noise, cond).reshape(batch, 1, flat_dim)
+        nearest = samples[torch.arange(batch, device=samples.device), ((zero - samples) ** 2).sum(-1).argmin(1)]
+        return (((zero[:, 0] - nearest) / unit) ** 2).mean()
 
     def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor, generator: torch.Generator | None, *,
                           film_offset: torch.Tensor | None = None, noise_scale: float = 1.0) -> torch.Tensor:
