@@ -13,6 +13,8 @@ from dbp_control.core.benchmarks.multimodal import (
     run_multimodal_benchmark,
 )
 from dbp_control.core.benchmarks.obstacle import ObstacleTask, energy_distance
+from dbp_control.core.training.checkpoint import read_checkpoint
+from dbp_control.core.training.trainer import CHECKPOINT_NAME
 
 
 @pytest.fixture
@@ -83,6 +85,9 @@ def test_benchmark_smoke_run_writes_table_plot_and_results(tmp_path):
     assert result.resumed_from == {"bc": 0, "dbp": 0, "diffusion": 0}
     assert again.resumed_from == {"bc": 3, "dbp": 3, "diffusion": 3}
     assert "resumed at step 3" in format_table(again)
+    # DBP trained with the drift field the README's figures were measured with, not DBP's current default
+    saved_dbp = read_checkpoint(tmp_path / "dbp" / CHECKPOINT_NAME)["policy_config"]
+    assert (tuple(saved_dbp["temperatures"]), saved_dbp["zero_noise_weight"]) == ((0.02, 0.05, 0.2), 0.0)
 
 
 def test_cli_runs_the_benchmark_and_rejects_bad_arguments(tmp_path):
@@ -92,6 +97,11 @@ def test_cli_runs_the_benchmark_and_rejects_bad_arguments(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "DBP" in done.stdout and "samples.png" in done.stdout
+    field = subprocess.run(cmd + ["--temperatures", "0.2,1", "--zero-noise-weight", "0.5", "--out", str(tmp_path / "field")],
+                           capture_output=True, text=True, timeout=300)
+    assert field.returncode == 0, field.stderr
+    saved_dbp = read_checkpoint(tmp_path / "field" / "dbp" / CHECKPOINT_NAME)["policy_config"]
+    assert (tuple(saved_dbp["temperatures"]), saved_dbp["zero_noise_weight"]) == ((0.2, 1.0), 0.5)
     bad = subprocess.run(cmd[:-1] + ["--down-dims", "16,x"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "comma-separated integers" in bad.stderr
     odd = subprocess.run(cmd[:-3] + ["--down-dims", "12,24", "--quiet"], capture_output=True, text=True, timeout=120)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dbp_control import drift_loss
+from dbp_control.core.policies.dbp.drift import DEFAULT_TEMPERATURES
 
 
 def reference_drift(gen, pos, temperatures, neg=None, w_gen=None, w_pos=None, w_neg=None):
@@ -130,7 +131,8 @@ def test_field_points_toward_the_data_in_1d():
     assert (g.grad > 0).all()
 
 
-def test_descending_the_loss_splits_particles_onto_both_modes_and_forces_fall():
+@pytest.mark.parametrize("temperatures", [TEMPS, DEFAULT_TEMPERATURES], ids=["narrow", "default"])
+def test_descending_the_loss_splits_particles_onto_both_modes_and_forces_fall(temperatures):
     """Free particles (no network) for one observation whose data is bimodal {-1, +1}: descending the
     loss puts about half on each mode, and the force RMS (the convergence signal) falls at every tau."""
     torch.manual_seed(0)
@@ -139,17 +141,17 @@ def test_descending_the_loss_splits_particles_onto_both_modes_and_forces_fall():
     steps = 400
     opt = torch.optim.Adam([particles], lr=0.02)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / steps)
-    _, first = drift_loss(particles.detach(), pos)
+    _, first = drift_loss(particles.detach(), pos, temperatures)
     for _ in range(steps):
         opt.zero_grad()
-        loss, last = drift_loss(particles, pos)
+        loss, last = drift_loss(particles, pos, temperatures)
         loss.mean().backward()
         opt.step()
         schedule.step()
     x = particles.detach().flatten()
     assert ((x - 1).abs() < 0.2).float().mean() > 0.35
     assert ((x + 1).abs() < 0.2).float().mean() > 0.35
-    for tau in TEMPS:
+    for tau in temperatures:
         key = f"force_rms_tau={tau:g}"
         assert last[key] < 0.6 * first[key], key
 

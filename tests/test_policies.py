@@ -67,7 +67,10 @@ def test_noise_scale_zero_samples_one_chunk_per_observation(config):
 
 def test_dbp_diagnostics_report_drift_forces():
     _, diagnostics = _policy(DBPConfig(**SHAPE)).compute_loss({"state": torch.randn(8, 2, 4), "action": torch.randn(8, 8, 2)})
-    assert {"scale", "spread", "force_rms_tau=0.02", "force_rms_tau=0.05", "force_rms_tau=0.2"} <= set(diagnostics)
+    assert {"scale", "spread", "force_rms_tau=0.2", "force_rms_tau=0.5", "force_rms_tau=1", "zero_noise_loss"} <= set(diagnostics)
+    _, diagnostics = _policy(DBPConfig(**SHAPE, temperatures=(0.02, 0.05))).compute_loss(
+        {"state": torch.randn(8, 2, 4), "action": torch.randn(8, 8, 2)})
+    assert {"force_rms_tau=0.02", "force_rms_tau=0.05"} <= set(diagnostics) and "force_rms_tau=0.2" not in diagnostics
 
 
 def test_the_noise_skip_adds_c_times_z_to_the_u_nets_chunk():
@@ -99,7 +102,7 @@ def test_a_faded_noise_skip_falls_linearly_to_0_and_leaves_the_trained_generator
 
 
 def test_the_zero_noise_weight_adds_w_times_f0s_squared_distance_to_its_nearest_sample():
-    plain, weighted = _policy(DBPConfig(**SHAPE)), _policy(DBPConfig(**SHAPE, zero_noise_weight=0.5))
+    plain, weighted = _policy(DBPConfig(**SHAPE, zero_noise_weight=0.0)), _policy(DBPConfig(**SHAPE, zero_noise_weight=0.5))
     torch.testing.assert_close(plain.net.state_dict(), weighted.net.state_dict())  # the same weights
     cond, action, n_gen = plain.encode(torch.randn(3, 2, 4)), torch.randn(3, 8, 2), DBPConfig.num_generated
     torch.manual_seed(1)
@@ -128,6 +131,10 @@ def test_the_zero_noise_weight_adds_w_times_f0s_squared_distance_to_its_nearest_
         with pytest.raises(ValueError, match="zero_noise_weight must be a finite number >= 0"):
             DBPConfig(**SHAPE, zero_noise_weight=bad)
     assert config_from_dict(DBPConfig(**SHAPE, zero_noise_weight=0.5).to_dict()).zero_noise_weight == 0.5
+    # on by default; a config saved before the term existed trained without it, and reads back so
+    saved = DBPConfig(**SHAPE).to_dict()
+    assert saved.pop("zero_noise_weight") == 1.0
+    assert config_from_dict(saved).zero_noise_weight == 0.0
 
 
 def test_bc_ignores_noise():

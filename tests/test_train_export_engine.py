@@ -104,13 +104,21 @@ def test_state_policy_export_matches_torch_and_checks_the_robot(state_checkpoint
 
 
 def test_bench_trains_each_recipe_variant_in_its_own_folder(tmp_path):
-    from dbp_control.core.benchmarks.policy import PolicyBenchConfig, bench_recipe, task_root, training_folder
+    from dbp_control.core.benchmarks.policy import (FOLDER_NAME_REFERENCE, PolicyBenchConfig, bench_recipe, task_root,
+                                                    training_folder)
+
+    reference_drift = {name: FOLDER_NAME_REFERENCE[name] for name in ("temperatures", "zero_noise_weight")}
 
     def folder(method, seed=0, **options):
-        cfg = PolicyBenchConfig(out_dir=tmp_path, **options)
+        # DBP at the folder names' reference drift field unless the options set it
+        cfg = PolicyBenchConfig(out_dir=tmp_path, **{**reference_drift, **options})
         return training_folder(tmp_path, bench_recipe(cfg, method, seed, "lift"), cfg.batch_size)
 
     assert folder("dbp") == tmp_path / "dbp"  # where runs before the options trained
+    # today's defaults are named against the frozen reference, so a folder of the earlier defaults keeps its name
+    defaults = PolicyBenchConfig(out_dir=tmp_path)
+    assert training_folder(tmp_path, bench_recipe(defaults, "dbp", 0, "lift"), defaults.batch_size) \
+        == tmp_path / "dbp_tau0.2-0.5-1_zero1"
     assert folder("diffusion", state_noise=0.1) == tmp_path / "diffusion_state_noise0.1"
     assert len({folder("dbp", state_noise=noise) for noise in (0.0, 0.05, 0.1)}) == 3
     assert folder("diffusion", object_noise=0.1) == tmp_path / "diffusion_object_noise0.1"

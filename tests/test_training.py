@@ -91,6 +91,13 @@ def test_resuming_with_another_config_is_refused(tmp_path):
         train(_fresh_policy(), _dataset(), TrainConfig(steps=2, batch_size=4, state_noise=0.1), tmp_path, progress=False)
     # a different logging cadence is not a different experiment
     train(_fresh_policy(), _dataset(), TrainConfig(steps=2, batch_size=4, log_every=1), tmp_path, progress=False)
+    # one whose default changed since compares at the value it had before: a checkpoint saved before the z = 0
+    # term existed trained without it, so today's default (1) does not resume it
+    del saved["policy_config"]["zero_noise_weight"]
+    torch.save(saved, tmp_path / CHECKPOINT_NAME)
+    with pytest.raises(CheckpointError, match="zero_noise_weight: 0.0 -> 1.0"):
+        train(_fresh_policy(), _dataset(), cfg, tmp_path, progress=False)
+    train(_fresh_policy(DBPConfig(**SHAPE, zero_noise_weight=0.0)), _dataset(), cfg, tmp_path, progress=False)
 
 
 def test_resuming_on_another_dataset_is_refused(tmp_path):

@@ -100,6 +100,8 @@ def _bench_multimodal(args: argparse.Namespace) -> int:
         down_dims=args.down_dims,
         eval_observations=args.eval_observations,
         samples_per_observation=args.samples_per_observation,
+        temperatures=args.temperatures,
+        zero_noise_weight=args.zero_noise_weight,
         seed=args.seed,
         resume=not args.fresh,
         progress=not args.quiet,
@@ -505,6 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     mm.add_argument("--eval-observations", type=_positive_int, default=d.eval_observations, help="test observations")
     mm.add_argument("--samples-per-observation", type=_positive_int, default=d.samples_per_observation,
                     help="samples per test observation")
+    mm.add_argument("--temperatures", type=_temperatures, default=d.temperatures,
+                    help="DBP: kernel temperatures of the drift field, comma-separated (default: "
+                    f"{','.join(f'{x:g}' for x in d.temperatures)}, the field the README's figures were measured with)")
+    mm.add_argument("--zero-noise-weight", type=_non_negative_float, default=d.zero_noise_weight, metavar="W",
+                    help="DBP: pulls its z = 0 chunk onto the nearest of its samples (see dbp train; default: "
+                    "%(default)g)")
     mm.add_argument("--seed", type=int, default=d.seed)
     mm.add_argument("--fresh", action="store_true", help="ignore checkpoints in --out and train from scratch")
     mm.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -546,9 +554,11 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--noise-skip-fade", type=_non_negative_int, default=pb_defaults.noise_skip_fade_steps,
                     metavar="N", help="DBP: C falls linearly to 0 over the first N training steps (see dbp train)")
     pb.add_argument("--zero-noise-weight", type=_non_negative_float, default=pb_defaults.zero_noise_weight, metavar="W",
-                    help="DBP: pulls its z = 0 chunk onto the nearest of its samples (see dbp train)")
+                    help="DBP: pulls its z = 0 chunk onto the nearest of its samples (see dbp train; default: "
+                    "%(default)g)")
     pb.add_argument("--temperatures", type=_temperatures, default=pb_defaults.temperatures,
-                    help="DBP: kernel temperatures of the drift field, comma-separated")
+                    help="DBP: kernel temperatures of the drift field, comma-separated (default: "
+                    f"{','.join(f'{x:g}' for x in pb_defaults.temperatures)})")
     pb.add_argument("--episodes", type=_positive_int, default=pb_defaults.eval_episodes, help="evaluation episodes")
     pb.add_argument("--noise-scale", type=_non_negative_float, action="append", default=None, metavar="S",
                     help="every method is evaluated at each of these sampling-noise scales (repeatable; default 1: "
@@ -717,7 +727,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--num-generated", type=_positive_int, default=t.num_generated,
                     help="DBP: samples drawn per observation to build the drift field (G)")
     tr.add_argument("--temperatures", type=_temperatures, default=t.temperatures,
-                    help="DBP: kernel temperatures of the drift field, comma-separated")
+                    help="DBP: kernel temperatures of the drift field, comma-separated (default: "
+                    f"{','.join(f'{x:g}' for x in t.temperatures)})")
     tr.add_argument("--neighbour-positives", type=_non_negative_int, default=t.neighbour_positives, metavar="K",
                     help="DBP: the action chunks of the K nearest observations of other demonstrations join each "
                     "window's own as positives of the drift field (0: its own only)")
@@ -730,7 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--zero-noise-weight", type=_non_negative_float, default=t.zero_noise_weight, metavar="W",
                     help="DBP: adds W times the squared distance from f(0, obs), the chunk deployed at noise scale 0, "
                     "to the nearest of the observation's samples, so that chunk is one the learned distribution "
-                    "draws (0: z = 0 is not trained)")
+                    "draws (0: z = 0 is not trained; default: %(default)g)")
     tr.add_argument("--state-noise", type=_non_negative_float, default=t.state_noise, metavar="STD",
                     help="std of a random offset added to each training window's observed state, in normalised "
                     "units (each feature's range is [-1, 1]); the same offset at every observation step")

@@ -28,6 +28,10 @@ class MultimodalBenchConfig:
     ema_max_decay: float = 0.99
     # a narrower U-Net than the `small` preset: the benchmark trains three policies on 2 CPU cores
     down_dims: tuple[int, ...] = (32, 64, 128)
+    # DBP's drift field: the one this benchmark's published figures were measured with (README), narrower than
+    # DBP's default since 2026-12-03, which was chosen on the simulated tasks (`dbp bench policy`)
+    temperatures: tuple[float, ...] = (0.02, 0.05, 0.2)
+    zero_noise_weight: float = 0.0
     eval_observations: int = 64
     # the energy distance is estimated per observation; at 64 samples its noise (~0.005) hid the
     # difference between good models, 256 cuts it about fourfold
@@ -121,7 +125,8 @@ def run_multimodal_benchmark(cfg: MultimodalBenchConfig) -> MultimodalBenchResul
     policies: dict[str, Policy] = {}
     train_seconds: dict[str, float] = {}
     resumed_from: dict[str, int] = {}
-    for config in (BCConfig(**shape), DBPConfig(**shape), DiffusionConfig(**shape)):
+    dbp = DBPConfig(**shape, temperatures=tuple(cfg.temperatures), zero_noise_weight=cfg.zero_noise_weight)
+    for config in (BCConfig(**shape), dbp, DiffusionConfig(**shape)):
         policy = make_policy(config)
         policy.fit_normalizers(dataset.state, dataset.action)
         t0 = time.perf_counter()

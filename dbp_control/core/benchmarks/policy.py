@@ -339,34 +339,44 @@ def bench_recipe(cfg: PolicyBenchConfig, method: str, seed: int, task: str) -> T
                        zero_noise_weight=cfg.zero_noise_weight, temperatures=tuple(cfg.temperatures))
 
 
+# The recipe folder names are relative to: the defaults as they were when the names were introduced, frozen,
+# so that a later change of a default renames no folder and never points a folder at a checkpoint of another
+# recipe (DBP's temperatures and z = 0 weight became 0.2, 0.5, 1 and 1 on 2026-12-03)
+FOLDER_NAME_REFERENCE: dict[str, Any] = {"steps": 3000, "lr": 1e-3, "num_generated": 4, "neighbour_positives": 0,
+                                         "noise_skip": 0.0, "noise_skip_fade_steps": 0,
+                                         "temperatures": (0.02, 0.05, 0.2), "zero_noise_weight": 0.0}
+
+
 def training_folder(task_root: Path, recipe: TrainRecipe, batch_size: int) -> Path:
     """A folder per recipe variant: a run with another budget, noise level, learning rate or drift field trains
     afresh beside the earlier one (resuming a checkpoint of another recipe is refused) instead of failing on
-    it. `batch_size` is the bench's common one; a DBP batch that differs from it is part of the name, as is
-    a training seed other than 0 (last, so a recipe's seeds sort together)."""
+    it. The name lists how the recipe differs from `FOLDER_NAME_REFERENCE`. `batch_size` is the bench's
+    common one; a DBP batch that differs from it is part of the name, as is a training seed other than 0
+    (last, so a recipe's seeds sort together)."""
+    ref = FOLDER_NAME_REFERENCE
     parts = [recipe.method]
-    if recipe.steps != TrainRecipe.steps:
+    if recipe.steps != ref["steps"]:
         parts.append(f"steps{recipe.steps}")
     if recipe.state_noise:
         parts.append(f"state_noise{recipe.state_noise:g}")
     if recipe.object_noise is not None:
         parts.append(f"object_noise{recipe.object_noise:g}")
-    if recipe.lr != TrainRecipe.lr:
+    if recipe.lr != ref["lr"]:
         parts.append(f"lr{recipe.lr:g}")
     if recipe.method == "dbp":
         if recipe.batch_size != batch_size:
             parts.append(f"batch{recipe.batch_size}")
-        if recipe.num_generated != DBPConfig.num_generated:
+        if recipe.num_generated != ref["num_generated"]:
             parts.append(f"gen{recipe.num_generated}")
-        if recipe.neighbour_positives != DBPConfig.neighbour_positives:
+        if recipe.neighbour_positives != ref["neighbour_positives"]:
             parts.append(f"neighbours{recipe.neighbour_positives}")
-        if recipe.noise_skip != DBPConfig.noise_skip:
+        if recipe.noise_skip != ref["noise_skip"]:
             parts.append(f"skip{recipe.noise_skip:g}")
-        if recipe.noise_skip_fade_steps != DBPConfig.noise_skip_fade_steps:
+        if recipe.noise_skip_fade_steps != ref["noise_skip_fade_steps"]:
             parts.append(f"fade{recipe.noise_skip_fade_steps}")
-        if tuple(recipe.temperatures) != DEFAULT_TEMPERATURES:
+        if tuple(recipe.temperatures) != ref["temperatures"]:
             parts.append("tau" + "-".join(f"{t:g}" for t in recipe.temperatures))
-        if recipe.zero_noise_weight != DBPConfig.zero_noise_weight:
+        if recipe.zero_noise_weight != ref["zero_noise_weight"]:
             parts.append(f"zero{recipe.zero_noise_weight:g}")
     return task_root / ("_".join(parts) + _seed_suffix(recipe.seed))
 

@@ -26,6 +26,9 @@ class PolicyConfig:
     on, are executed before predicting again (receding horizon)."""
 
     method: ClassVar[str] = ""
+    # a field added after configs were first saved, whose default is not what those configs trained with:
+    # the value a saved config without it is read as (`config_from_dict`)
+    values_before_field: ClassVar[dict[str, Any]] = {}
     state_dim: int = 0
     action_dim: int = 0
     horizon: int = 16
@@ -189,12 +192,14 @@ def available_methods() -> list[str]:
 
 
 def config_from_dict(data: dict[str, Any]) -> PolicyConfig:
-    """Rebuild a config saved by `PolicyConfig.to_dict`; unknown methods or fields are errors."""
+    """Rebuild a config saved by `PolicyConfig.to_dict`; unknown methods or fields are errors. A field the
+    saved config lacks takes its `values_before_field` entry, else its default."""
     data = dict(data)
     method = data.pop("method", None)
     if method not in _POLICIES:
         raise ValueError(f"unknown policy method {method!r}; known: {available_methods()}")
     cls = _POLICIES[method].config_class
+    data = {**cls.values_before_field, **data}
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - known
     if unknown:

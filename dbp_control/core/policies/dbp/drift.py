@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import torch
 
-DEFAULT_TEMPERATURES: tuple[float, ...] = (0.02, 0.05, 0.2)
+# in units of the samples' mean distance. Until 2026-12-03 they were 0.02, 0.05, 0.2: transport's sampled success
+# over three seeds was 97 of 150 with those and 135 with these (README: "The broader kernels over `transport`'s
+# three seeds")
+DEFAULT_TEMPERATURES: tuple[float, ...] = (0.2, 0.5, 1.0)
 SELF_DISTANCE_PENALTY = 100.0  # added to a sample's distance to itself so it never attracts or repels itself
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -29,8 +29,10 @@ class DBPConfig(PolicyConfig):
     # w > 0: f(0, obs), the chunk deployed at noise scale 0, is pulled onto the nearest of its observation's G
     # samples (weight w, in the drift loss's units). Without it z = 0 (norm 0, where the draws' norms are near
     # sqrt(horizon * action_dim)) is an input training never constrains; regressed onto the demonstration
-    # instead, it becomes the conditional mean, which averages a task's modes (0/50 on transport seed 0)
-    zero_noise_weight: float = 0.0
+    # instead, it becomes the conditional mean, which averages a task's modes (0/50 on transport seed 0).
+    # Configs saved before the term existed (2026-12-02) trained without it
+    zero_noise_weight: float = 1.0
+    values_before_field: ClassVar[dict[str, Any]] = {"zero_noise_weight": 0.0}
 
     def __post_init__(self) -> None:
         super().__post_init__()
