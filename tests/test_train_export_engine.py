@@ -317,7 +317,7 @@ def test_bench_runs_end_to_end_and_its_evaluation_does_not_depend_on_the_timing(
         ("DBP", 0), ("DDIM-10", 0), ("DDPM-100", 0), ("DBP", 1), ("DDIM-10", 1), ("DDPM-100", 1)]
     assert [(v.successes, v.episodes) for v in both.variants[:3]] == [(v.successes, v.episodes) for v in second.variants]
     assert both.variants[0].latency_ms is both.variants[3].latency_ms  # one graph, timed once for both seeds
-    assert {"dbp_steps2_seed1", "diffusion_steps2_seed1"} <= {p.name for p in tmp_path.joinpath("lift").iterdir()}
+    assert {"dbp_steps2_tau0.2-0.5-1_zero1_seed1", "diffusion_steps2_seed1"} <= {p.name for p in tmp_path.joinpath("lift").iterdir()}
     assert {p.name for p in tmp_path.joinpath("lift", "onnx").iterdir()} == {
         "dbp", "ddim-10", "ddpm-100", "dbp_seed1", "ddim-10_seed1", "ddpm-100_seed1"}
     logged = [json.loads(line) for line in (tmp_path / "evaluations.jsonl").read_text().splitlines()]
@@ -670,10 +670,10 @@ def test_samplers_are_for_diffusion_only(state_checkpoint, tmp_path):
 
 def test_the_drift_field_settings_reach_the_dbp_config_and_are_dbp_only(tmp_path):
     dataset = make_dataset(tmp_path / "d.zarr")
-    recipe = TrainRecipe(method="dbp", num_generated=6, temperatures=(0.1, 0.3), noise_skip=0.5, zero_noise_weight=1.0,
+    recipe = TrainRecipe(method="dbp", num_generated=6, temperatures=(0.1, 0.3), noise_skip=0.5, zero_noise_weight=0.5,
                          **TINY)
     config = train_on_dataset(dataset, recipe, tmp_path / "t", progress=False).train.policy.config
-    assert (config.num_generated, config.temperatures, config.noise_skip, config.zero_noise_weight) == (6, (0.1, 0.3), 0.5, 1.0)
+    assert (config.num_generated, config.temperatures, config.noise_skip, config.zero_noise_weight) == (6, (0.1, 0.3), 0.5, 0.5)
     logged = [json.loads(line) for line in (tmp_path / "t" / METRICS_NAME).read_text().splitlines()]
     assert all(row["zero_noise_loss"] > 0 for row in logged if "loss" in row)  # the z = 0 term, every step
     assert read_checkpoint(tmp_path / "t" / "checkpoint.pt")["metadata"]["recipe"]["num_generated"] == 6
@@ -681,7 +681,8 @@ def test_the_drift_field_settings_reach_the_dbp_config_and_are_dbp_only(tmp_path
     export_policy(tmp_path / "t" / "checkpoint.pt", tmp_path / "m")
     diff, _ = parity(tmp_path / "m", tmp_path / "t" / "checkpoint.pt")
     assert diff < 1e-4
-    for option in ({"num_generated": 8}, {"noise_skip": 0.5}, {"noise_skip_fade_steps": 2}, {"zero_noise_weight": 1.0}):
+    for option in ({"num_generated": 8}, {"noise_skip": 0.5}, {"noise_skip_fade_steps": 2}, {"zero_noise_weight": 0.5},
+                   {"temperatures": (0.1,)}):
         with pytest.raises(ValueError, match="num_generated, temperatures, neighbour_positives, noise_skip, "
                                              "noise_skip_fade_steps and zero_noise_weight are DBP's; method "
                                              "'diffusion' has none"):
