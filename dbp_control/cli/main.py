@@ -89,6 +89,21 @@ def _temperatures(text: str) -> tuple[float, ...]:
     return values
 
 
+def _listed(values: tuple[float, ...]) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
+def _add_drift_field_options(parser: argparse.ArgumentParser, temperatures: tuple[float, ...],
+                             zero_noise_weight: float, default_note: str = "") -> None:
+    """A benchmark's --temperatures and --zero-noise-weight for the DBP it trains (`dbp train` explains both)."""
+    parser.add_argument("--temperatures", type=_temperatures, default=temperatures,
+                        help="DBP: kernel temperatures of the drift field, comma-separated (default: "
+                        f"{_listed(temperatures)}{default_note})")
+    parser.add_argument("--zero-noise-weight", type=_non_negative_float, default=zero_noise_weight, metavar="W",
+                        help=f"DBP: pulls its z = 0 chunk onto the nearest of its samples (see dbp train; default: "
+                        f"{zero_noise_weight:g})")
+
+
 def _bench_multimodal(args: argparse.Namespace) -> int:
     cfg = MultimodalBenchConfig(
         out_dir=args.out,
@@ -507,12 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     mm.add_argument("--eval-observations", type=_positive_int, default=d.eval_observations, help="test observations")
     mm.add_argument("--samples-per-observation", type=_positive_int, default=d.samples_per_observation,
                     help="samples per test observation")
-    mm.add_argument("--temperatures", type=_temperatures, default=d.temperatures,
-                    help="DBP: kernel temperatures of the drift field, comma-separated (default: "
-                    f"{','.join(f'{x:g}' for x in d.temperatures)}, the field the README's figures were measured with)")
-    mm.add_argument("--zero-noise-weight", type=_non_negative_float, default=d.zero_noise_weight, metavar="W",
-                    help="DBP: pulls its z = 0 chunk onto the nearest of its samples (see dbp train; default: "
-                    "%(default)g)")
+    _add_drift_field_options(mm, d.temperatures, d.zero_noise_weight,
+                             ", the field the README's figures were measured with")
     mm.add_argument("--seed", type=int, default=d.seed)
     mm.add_argument("--fresh", action="store_true", help="ignore checkpoints in --out and train from scratch")
     mm.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -553,12 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="DBP: its generator outputs C * z + U-Net(z, obs) (see dbp train)")
     pb.add_argument("--noise-skip-fade", type=_non_negative_int, default=pb_defaults.noise_skip_fade_steps,
                     metavar="N", help="DBP: C falls linearly to 0 over the first N training steps (see dbp train)")
-    pb.add_argument("--zero-noise-weight", type=_non_negative_float, default=pb_defaults.zero_noise_weight, metavar="W",
-                    help="DBP: pulls its z = 0 chunk onto the nearest of its samples (see dbp train; default: "
-                    "%(default)g)")
-    pb.add_argument("--temperatures", type=_temperatures, default=pb_defaults.temperatures,
-                    help="DBP: kernel temperatures of the drift field, comma-separated (default: "
-                    f"{','.join(f'{x:g}' for x in pb_defaults.temperatures)})")
+    _add_drift_field_options(pb, pb_defaults.temperatures, pb_defaults.zero_noise_weight)
     pb.add_argument("--episodes", type=_positive_int, default=pb_defaults.eval_episodes, help="evaluation episodes")
     pb.add_argument("--noise-scale", type=_non_negative_float, action="append", default=None, metavar="S",
                     help="every method is evaluated at each of these sampling-noise scales (repeatable; default 1: "
@@ -728,7 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="DBP: samples drawn per observation to build the drift field (G)")
     tr.add_argument("--temperatures", type=_temperatures, default=t.temperatures,
                     help="DBP: kernel temperatures of the drift field, comma-separated (default: "
-                    f"{','.join(f'{x:g}' for x in t.temperatures)})")
+                    f"{_listed(t.temperatures)})")
     tr.add_argument("--neighbour-positives", type=_non_negative_int, default=t.neighbour_positives, metavar="K",
                     help="DBP: the action chunks of the K nearest observations of other demonstrations join each "
                     "window's own as positives of the drift field (0: its own only)")
