@@ -339,9 +339,9 @@ def bench_recipe(cfg: PolicyBenchConfig, method: str, seed: int, task: str) -> T
                        zero_noise_weight=cfg.zero_noise_weight, temperatures=tuple(cfg.temperatures))
 
 
-# The recipe folder names are relative to: the defaults as they were when the names were introduced, frozen,
-# so that a later change of a default renames no folder and never points a folder at a checkpoint of another
-# recipe (DBP's temperatures and z = 0 weight became 0.2, 0.5, 1 and 1 on 2026-12-03)
+# What a recipe folder's name lists differences from: the defaults when the names were introduced, frozen so
+# that changing a default renames no folder, and no earlier folder's name comes to mean another recipe (DBP's
+# temperatures and z = 0 weight became 0.2, 0.5, 1 and 1 on 2026-12-03)
 FOLDER_NAME_REFERENCE: dict[str, Any] = {"steps": 3000, "lr": 1e-3, "num_generated": 4, "neighbour_positives": 0,
                                          "noise_skip": 0.0, "noise_skip_fade_steps": 0,
                                          "temperatures": (0.02, 0.05, 0.2), "zero_noise_weight": 0.0}
