@@ -158,7 +158,8 @@ def train(
     start = 0
     if resume and ckpt_path.exists():
         data = read_checkpoint(ckpt_path)
-        # through the config class, so fields added since the checkpoint was made compare at their defaults
+        # through the config class, so fields added since the checkpoint was made compare at the values they had
+        # before (the class's `values_before_field`, else their defaults)
         diff = config_differences(config_from_dict(data["policy_config"]).to_dict(), policy.config.to_dict())
         saved_cfg = {**dataclasses.asdict(TrainConfig()), **data["train_config"]}  # fields added since, at their defaults
         diff += [d for d in config_differences(saved_cfg, train_cfg) if d.split(":")[0] not in _CADENCE_FIELDS]
