@@ -16,9 +16,9 @@ def gain(x: float) -> float:
 '''
 
 
-def _package(root: Path, text: str, name: str = "calc.py") -> Path:
+def _package(root: Path, text: str) -> Path:
     (root / "pkg").mkdir(exist_ok=True)
-    (root / "pkg" / name).write_text(text)
+    (root / "pkg" / "calc.py").write_text(text)
     return root
 
 
